@@ -1,0 +1,389 @@
+//! Frame-by-frame splicing of two server-side WebSocket legs.
+//!
+//! Both legs of a relayed connection are WebSocket clients of the relay, so every frame
+//! arrives masked and must leave unmasked. The pump reads large chunks, unmasks payload in
+//! place and rewrites the (four bytes shorter) header in place just before the payload, so a
+//! frame goes out with one write and no copy. Messages are never reassembled and there is no
+//! limit on fragments or frame sizes.
+//!
+//! Semantics:
+//! * Ping is answered on the same leg (hop by hop); Pong is dropped.
+//! * Close from one leg is forwarded to the other and ends only that direction: data keeps
+//!   flowing the other way until that leg closes too (half-close).
+//! * A leg that ends without Close (EOF, reset, protocol error) aborts the other leg with a
+//!   TCP reset, so its reader sees an error and not an orderly end.
+//! * Buffers are taken from a pool only while bytes are in flight, so idle plain-TCP
+//!   connections hold no payload buffer.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::pin::Pin;
+use std::sync::Mutex as StdMutex;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyrelay_ws::{apply_mask, Expect, FrameHeader, OpCode, MAX_HEADER_LEN};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::Mutex;
+
+use crate::stream::{abort_fd, Stream};
+
+/// Size of the forwarding buffers.
+pub const BUF_SIZE: usize = 64 * 1024;
+const POOL_MAX: usize = 256;
+
+static POOL: StdMutex<Vec<Box<[u8]>>> = StdMutex::new(Vec::new());
+
+fn take_buf() -> Box<[u8]> {
+    if let Ok(mut p) = POOL.lock() {
+        if let Some(b) = p.pop() {
+            return b;
+        }
+    }
+    vec![0u8; BUF_SIZE].into_boxed_slice()
+}
+
+fn give_buf(b: Box<[u8]>) {
+    if let Ok(mut p) = POOL.lock() {
+        if p.len() < POOL_MAX {
+            p.push(b);
+        }
+    }
+}
+
+/// Read side of a split [`Stream`].
+pub enum ReadSide {
+    /// Plain TCP: readiness can be awaited without a buffer.
+    Plain(OwnedReadHalf),
+    /// TLS.
+    Tls(tokio::io::ReadHalf<Stream>),
+}
+
+/// Write side of a split [`Stream`].
+pub enum WriteSide {
+    /// Plain TCP.
+    Plain(OwnedWriteHalf),
+    /// TLS.
+    Tls(tokio::io::WriteHalf<Stream>),
+}
+
+/// Splits a stream into halves that can be used from two directions at once.
+pub fn split(s: Stream) -> (ReadSide, WriteSide) {
+    match s {
+        Stream::Plain(t) => {
+            let (r, w) = t.into_split();
+            (ReadSide::Plain(r), WriteSide::Plain(w))
+        }
+        other => {
+            let (r, w) = tokio::io::split(other);
+            (ReadSide::Tls(r), WriteSide::Tls(w))
+        }
+    }
+}
+
+impl ReadSide {
+    async fn wait_readable(&self) -> io::Result<()> {
+        match self {
+            ReadSide::Plain(r) => r.readable().await,
+            ReadSide::Tls(_) => Ok(()),
+        }
+    }
+}
+
+impl AsyncRead for ReadSide {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadSide::Plain(r) => Pin::new(r).poll_read(cx, buf),
+            ReadSide::Tls(r) => Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for WriteSide {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteSide::Plain(w) => Pin::new(w).poll_write(cx, buf),
+            WriteSide::Tls(w) => Pin::new(w).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteSide::Plain(w) => Pin::new(w).poll_flush(cx),
+            WriteSide::Tls(w) => Pin::new(w).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteSide::Plain(w) => Pin::new(w).poll_shutdown(cx),
+            WriteSide::Tls(w) => Pin::new(w).poll_shutdown(cx),
+        }
+    }
+}
+
+/// One side of a relayed connection: an upgraded server-side WebSocket and the bytes already
+/// read past its handshake.
+pub struct Leg {
+    /// The stream.
+    pub stream: Stream,
+    /// Bytes read past the HTTP handshake.
+    pub leftover: Bytes,
+}
+
+/// How a relayed connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpliceEnd {
+    /// Both legs sent Close; both were shut down cleanly.
+    Closed,
+    /// A leg ended without Close (or broke the protocol); both were reset.
+    Aborted(String),
+}
+
+/// Outcome of [`splice`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpliceReport {
+    /// How it ended.
+    pub end: SpliceEnd,
+    /// Payload bytes from leg A to leg B.
+    pub a_to_b: u64,
+    /// Payload bytes from leg B to leg A.
+    pub b_to_a: u64,
+}
+
+enum DirEnd {
+    Closed(u64),
+}
+
+struct FrameState {
+    mask: Option<[u8; 4]>,
+    remaining: u64,
+    offset: u64,
+}
+
+async fn pump(
+    mut r: ReadSide,
+    leftover: Bytes,
+    out: &Mutex<WriteSide>,
+    back: &Mutex<WriteSide>,
+) -> io::Result<DirEnd> {
+    let mut buf: Option<Box<[u8]>> = None;
+    let (mut start, mut end) = (0usize, 0usize);
+    if !leftover.is_empty() {
+        let mut b = take_buf();
+        let n = leftover.len().min(BUF_SIZE);
+        b[..n].copy_from_slice(&leftover[..n]);
+        if leftover.len() > BUF_SIZE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "too many bytes pipelined behind the handshake",
+            ));
+        }
+        end = n;
+        buf = Some(b);
+    }
+    let mut frame: Option<FrameState> = None;
+    let mut guard: Option<tokio::sync::MutexGuard<'_, WriteSide>> = None;
+    let mut total: u64 = 0;
+
+    loop {
+        if start == end {
+            start = 0;
+
+            if frame.is_none() {
+                if let Some(b) = buf.take() {
+                    give_buf(b);
+                }
+                r.wait_readable().await?;
+            }
+            let b = buf.get_or_insert_with(take_buf);
+            let n = r.read(&mut b[..]).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            end = n;
+        }
+        let b = buf.get_or_insert_with(take_buf);
+
+        if let Some(f) = frame.as_mut() {
+            let take = ((end - start) as u64).min(f.remaining) as usize;
+            if let Some(m) = f.mask {
+                apply_mask(&mut b[start..start + take], m, f.offset);
+            }
+            let g = guard.as_mut().expect("guard held while inside a frame");
+            g.write_all(&b[start..start + take]).await?;
+            f.offset += take as u64;
+            f.remaining -= take as u64;
+            total += take as u64;
+            start += take;
+            if f.remaining == 0 {
+                frame = None;
+                if let Some(mut g) = guard.take() {
+                    g.flush().await?;
+                }
+            }
+            continue;
+        }
+
+        match FrameHeader::parse(&b[start..end], Expect::Masked, u64::MAX >> 1)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
+        {
+            None => {
+                // Need more header bytes: compact and read more.
+                if start > 0 {
+                    b.copy_within(start..end, 0);
+                    end -= start;
+                    start = 0;
+                }
+                let n = r.read(&mut b[end..]).await?;
+                if n == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                end += n;
+            }
+            Some((h, n)) if h.opcode.is_control() => {
+                let need = n + h.len as usize;
+                if end - start < need {
+                    if start > 0 {
+                        b.copy_within(start..end, 0);
+                        end -= start;
+                        start = 0;
+                    }
+                    let k = r.read(&mut b[end..]).await?;
+                    if k == 0 {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    }
+                    end += k;
+                    continue;
+                }
+                let p = start + n..start + need;
+                if let Some(m) = h.mask {
+                    apply_mask(&mut b[p.clone()], m, 0);
+                }
+                let payload = &b[p];
+                match h.opcode {
+                    OpCode::Ping => {
+                        let mut g = back.lock().await;
+                        write_frame(&mut g, OpCode::Pong, payload).await?;
+                    }
+                    OpCode::Close => {
+                        let mut g = out.lock().await;
+                        write_frame(&mut g, OpCode::Close, payload).await?;
+                        drop(g);
+                        if let Some(bb) = buf.take() {
+                            give_buf(bb);
+                        }
+                        return Ok(DirEnd::Closed(total));
+                    }
+                    _ => {}
+                }
+                start += need;
+            }
+            Some((h, n)) => {
+                let out_h = FrameHeader {
+                    fin: h.fin,
+                    opcode: h.opcode,
+                    mask: None,
+                    len: h.len,
+                };
+                let mut hb = [0u8; MAX_HEADER_LEN];
+                let hn = out_h.encode(&mut hb);
+                // The unmasked header is never longer than the masked one it replaces.
+                let hstart = start + n - hn;
+                b[hstart..start + n].copy_from_slice(&hb[..hn]);
+                let pstart = start + n;
+                let take = ((end - pstart) as u64).min(h.len) as usize;
+                if let Some(m) = h.mask {
+                    apply_mask(&mut b[pstart..pstart + take], m, 0);
+                }
+                let mut g = out.lock().await;
+                g.write_all(&b[hstart..pstart + take]).await?;
+                total += take as u64;
+                start = pstart + take;
+                let remaining = h.len - take as u64;
+                if remaining > 0 {
+                    frame = Some(FrameState {
+                        mask: h.mask,
+                        remaining,
+                        offset: take as u64,
+                    });
+                    guard = Some(g);
+                } else if start == end {
+                    g.flush().await?;
+                }
+            }
+        }
+    }
+}
+
+async fn write_frame(w: &mut WriteSide, op: OpCode, payload: &[u8]) -> io::Result<()> {
+    let h = FrameHeader {
+        fin: true,
+        opcode: op,
+        mask: None,
+        len: payload.len() as u64,
+    };
+    let mut v = [0u8; MAX_HEADER_LEN + 125];
+    let mut hb = [0u8; MAX_HEADER_LEN];
+    let n = h.encode(&mut hb);
+    v[..n].copy_from_slice(&hb[..n]);
+    v[n..n + payload.len()].copy_from_slice(payload);
+    w.write_all(&v[..n + payload.len()]).await?;
+    w.flush().await
+}
+
+/// Joins two legs until both have closed or one has failed.
+pub async fn splice(a: Leg, b: Leg) -> SpliceReport {
+    let fa: RawFd = a.stream.raw_fd();
+    let fb: RawFd = b.stream.raw_fd();
+    let (ar, aw) = split(a.stream);
+    let (br, bw) = split(b.stream);
+    let aw = Mutex::new(aw);
+    let bw = Mutex::new(bw);
+    let d1 = pump(ar, a.leftover, &bw, &aw);
+    let d2 = pump(br, b.leftover, &aw, &bw);
+    tokio::pin!(d1, d2);
+    let (mut r1, mut r2): (Option<u64>, Option<u64>) = (None, None);
+    let failure: Option<String> = loop {
+        tokio::select! {
+            x = &mut d1, if r1.is_none() => match x {
+                Ok(DirEnd::Closed(n)) => r1 = Some(n),
+                Err(e) => break Some(format!("leg A: {e}")),
+            },
+            y = &mut d2, if r2.is_none() => match y {
+                Ok(DirEnd::Closed(n)) => r2 = Some(n),
+                Err(e) => break Some(format!("leg B: {e}")),
+            },
+        }
+        if r1.is_some() && r2.is_some() {
+            break None;
+        }
+    };
+    match failure {
+        Some(reason) => {
+            abort_fd(fa);
+            abort_fd(fb);
+            SpliceReport {
+                end: SpliceEnd::Aborted(reason),
+                a_to_b: r1.unwrap_or(0),
+                b_to_a: r2.unwrap_or(0),
+            }
+        }
+        None => {
+            let _ = aw.lock().await.shutdown().await;
+            let _ = bw.lock().await.shutdown().await;
+            SpliceReport {
+                end: SpliceEnd::Closed,
+                a_to_b: r1.unwrap_or(0),
+                b_to_a: r2.unwrap_or(0),
+            }
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The hyrelay relay: core state shared by the front-ends, and the Hybrid Connections
+//! WebSocket/HTTP front-end.
+
+pub mod config;
+pub mod core;
+pub mod front;
+pub mod mgmt;
+pub mod model;
+pub mod server;
+pub mod socket;
+
+pub use crate::core::{Relay, RelayOptions};
