@@ -193,7 +193,7 @@ impl SasToken {
         }
         let text = text.trim();
         let (kw, rest) = text.split_once(' ').ok_or_else(|| {
-            TokenError::Malformed("expected 'SharedAccessSignature sr=…&sig=…&se=…&skn=…'".into())
+            TokenError::Malformed("expected 'SharedAccessSignature sr=...&sig=...&se=...&skn=...'".into())
         })?;
         if !kw.eq_ignore_ascii_case("SharedAccessSignature") {
             return Err(TokenError::Malformed(

@@ -154,9 +154,10 @@ fn headers_json(h: &HeaderMap, skip: &[&str]) -> Map<String, Value> {
 }
 
 fn token_from(t: &Target, h: &HeaderMap) -> Option<String> {
-    t.token
-        .clone()
-        .or_else(|| header_str(h, "servicebusauthorization").map(str::to_string))
+    // The header (what the SDKs send) wins over the query parameter.
+    header_str(h, "servicebusauthorization")
+        .map(str::to_string)
+        .or_else(|| t.token.clone())
 }
 
 fn entity_uri(host: &str, hc: &str) -> String {

@@ -1,0 +1,102 @@
+//! `hyrelay`: one binary, subcommands for the relay, its management and the tools.
+
+mod manage;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// A self-hostable Azure Relay: Hybrid Connections over WebSockets and HTTP, with SAS
+/// authorization, for listeners behind firewalls that open no inbound port.
+///
+/// Quick start: `hyrelay up` starts a relay with an embedded configuration and prints a
+/// connection string; `hyrelay hyco create NAME` adds a hybrid connection; point any Azure
+/// Relay Hybrid Connections client (hyco-ws, hyco-https, Microsoft.Azure.Relay) at it.
+#[derive(Parser)]
+#[command(name = "hyrelay", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// Where management commands act: a data directory (offline; a running relay picks the
+/// change up within a second) or a running relay (`-x`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct Target {
+    /// Data directory of the relay to change (default ./.hyrelay).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Act on a running relay through its management API, authenticating with this
+    /// connection string (its rule needs Manage rights).
+    #[arg(short = 'x', long = "connection-string", global = true, value_name = "CONNECTION_STRING", env = "HYRELAY_CONNECTION_STRING", hide_env_values = true)]
+    pub connection_string: Option<String>,
+    /// CA certificate to trust when -x names a TLS endpoint (e.g. DIR/ca.pem of `hyrelay up`).
+    #[arg(long, global = true, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a relay with the embedded default configuration: one namespace answering on every
+    /// host name, the rule RootManageSharedAccessKey (Listen, Send, Manage), a self-signed
+    /// certificate; all kept in the data directory and created on first start.
+    Up(run::UpArgs),
+    /// Run a relay from a configuration file (TOML; see README "Configuration").
+    Relay(run::RelayArgs),
+    /// Manage hybrid connections.
+    #[command(subcommand)]
+    Hyco(manage::HycoCmd),
+    /// Manage shared access policies (SAS rules) of the namespace or of one hybrid connection.
+    #[command(subcommand)]
+    Policy(manage::PolicyCmd),
+    /// Show or regenerate the keys of a policy.
+    #[command(subcommand)]
+    Keys(manage::KeysCmd),
+    /// Print a connection string for a policy (and optionally a hybrid connection).
+    ConnectionString(manage::ConnStrArgs),
+    /// Print a SAS token made from a connection string.
+    Token(manage::TokenArgs),
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HYRELAY_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logs();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let res = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Up(a) => run::up(a).await,
+            Cmd::Relay(a) => run::relay(a).await,
+            Cmd::Hyco(c) => manage::hyco(c).await,
+            Cmd::Policy(c) => manage::policy(c).await,
+            Cmd::Keys(c) => manage::keys(c).await,
+            Cmd::ConnectionString(a) => manage::connection_string(a).await,
+            Cmd::Token(a) => manage::token(a),
+        }
+    });
+    match res {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! `hyrelay up` and `hyrelay relay --config`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use hyrelay_hc::sas::Rights;
+use hyrelay_net::tls;
+use hyrelay_relay::config::{RelayConfig, State};
+use hyrelay_relay::model::{Namespace, Rule};
+use hyrelay_relay::server::{serve, watch_state, Endpoint};
+use hyrelay_relay::{Relay, RelayOptions};
+
+/// Name of the namespace `hyrelay up` creates.
+pub const UP_NAMESPACE: &str = "hyrelay";
+/// The all-rights rule every namespace starts with.
+pub const ROOT_RULE: &str = "RootManageSharedAccessKey";
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Where entities, keys and the development certificate are kept.
+    #[arg(long, default_value = ".hyrelay", value_name = "DIR")]
+    data_dir: PathBuf,
+    /// Address to listen on (and the host name printed in connection strings).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port for plain ws:// and http:// (development); 0 picks a free port.
+    #[arg(long, default_value_t = 9080)]
+    http_port: u16,
+    /// Port for wss:// and https://; 0 picks a free port.
+    #[arg(long, default_value_t = 9443)]
+    https_port: u16,
+}
+
+#[derive(clap::Args)]
+pub struct RelayArgs {
+    /// The configuration file (TOML).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: PathBuf,
+    /// Only validate the file and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn load_or_init_up_state(dir: &Path) -> Result<State> {
+    let mut state = State::load(dir)?;
+    if !state.namespaces.iter().any(|n| n.name == UP_NAMESPACE) {
+        state.namespaces.push(Namespace {
+            name: UP_NAMESPACE.into(),
+            hosts: Vec::new(),
+            rules: vec![Rule::generate(ROOT_RULE, Rights::ALL)],
+            hybrid_connections: Vec::new(),
+        });
+        state.save(dir)?;
+        tracing::info!(dir = %dir.display(), "first start: created namespace '{UP_NAMESPACE}' with rule {ROOT_RULE}");
+    }
+    Ok(state)
+}
+
+pub async fn up(a: UpArgs) -> Result<()> {
+    let ip: IpAddr = tokio::net::lookup_host((a.host.as_str(), 0))
+        .await
+        .with_context(|| format!("--host {} does not resolve", a.host))?
+        .next()
+        .map(|s| s.ip())
+        .with_context(|| format!("--host {} has no address", a.host))?;
+    let state = load_or_init_up_state(&a.data_dir)?;
+    let (paths, created) = tls::ensure_dev_cert(&a.data_dir, std::slice::from_ref(&a.host))?;
+    if created {
+        tracing::info!(ca = %paths.ca.display(), "created a development certificate authority; trust this file to use wss:// and https://");
+    }
+    let (certs, key) = tls::load_pem(&paths.cert, &paths.key)?;
+    let tls_cfg = tls::server_config(certs, key)?;
+    let relay = Relay::new(RelayOptions {
+        data_dir: Some(a.data_dir.clone()),
+        ..Default::default()
+    })?;
+    let http = Endpoint::bind(SocketAddr::new(ip, a.http_port), None).await?;
+    let https = Endpoint::bind(SocketAddr::new(ip, a.https_port), Some(tls_cfg)).await?;
+    let (hp, sp) = (http.local_addr()?.port(), https.local_addr()?.port());
+    let root = state
+        .namespaces
+        .iter()
+        .find(|n| n.name == UP_NAMESPACE)
+        .and_then(|n| n.rules.iter().find(|r| r.name == ROOT_RULE))
+        .context("the data directory has no RootManageSharedAccessKey rule")?;
+    let host = if a.host.contains(':') { format!("[{}]", a.host) } else { a.host.clone() };
+    println!("hyrelay relay, namespace '{UP_NAMESPACE}', data in {}", a.data_dir.display());
+    println!("  plain (ws/http):  Endpoint=sb://{host}:{hp}/;SharedAccessKeyName={ROOT_RULE};SharedAccessKey={}", root.primary_key);
+    println!("  TLS (wss/https):  Endpoint=sb://{host}:{sp}/;SharedAccessKeyName={ROOT_RULE};SharedAccessKey={}", root.primary_key);
+    println!("  trust for TLS:    {}", paths.ca.display());
+    println!("  add a hybrid connection:  hyrelay hyco create NAME --data-dir {}", a.data_dir.display());
+    println!("hyrelay ready: http={host}:{hp} https={host}:{sp}");
+    tracing::info!("listening on http://{host}:{hp} and https://{host}:{sp}");
+    run_servers(relay, vec![http, https]).await
+}
+
+async fn run_servers(relay: Arc<Relay>, eps: Vec<Endpoint>) -> Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for ep in eps {
+        tasks.spawn(serve(relay.clone(), ep));
+    }
+    tasks.spawn(watch_state(relay.clone()));
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("interrupted: shutting down");
+        }
+        _ = terminate() => {
+            tracing::info!("terminated: shutting down");
+        }
+        _ = tasks.join_next() => bail!("a server task ended unexpectedly"),
+    }
+    Ok(())
+}
+
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending::<()>().await,
+    }
+}
+
+pub async fn relay(a: RelayArgs) -> Result<()> {
+    let cfg = RelayConfig::load(&a.config)?;
+    let namespaces = cfg.model(&a.config)?;
+    if a.check_config {
+        println!("{}: ok ({} namespaces)", a.config.display(), namespaces.len());
+        return Ok(());
+    }
+    if cfg.store.redis.is_some() {
+        bail!("{}: [store] redis is not supported by this build yet (scale-out is issue #8); remove it to run one gateway", a.config.display());
+    }
+    if cfg.wcf_relay.is_some() {
+        bail!("{}: [wcf_relay] is not supported by this build yet (the WCF Relay face is issue #7)", a.config.display());
+    }
+    let data_dir = cfg.data_dir.clone();
+    let tls_cfg = match (&cfg.tls, cfg.listen.https) {
+        (_, None) => None,
+        (Some(t), Some(_)) => {
+            let (c, k) = tls::load_pem(&t.cert, &t.key)?;
+            Some(tls::server_config(c, k)?)
+        }
+        (None, Some(addr)) => {
+            let dir = data_dir.clone().context("[listen] https without [tls] needs data_dir for the self-signed certificate")?;
+            let (p, _) = tls::ensure_dev_cert(&dir, &[addr.ip().to_string()])?;
+            let (c, k) = tls::load_pem(&p.cert, &p.key)?;
+            Some(tls::server_config(c, k)?)
+        }
+    };
+    let relay = Relay::new(RelayOptions {
+        limits: cfg.limits.clone(),
+        data_dir,
+        config_namespaces: namespaces,
+        public_address: cfg.gateway.public_address.clone(),
+        ..Default::default()
+    })?;
+    let mut eps = Vec::new();
+    if let Some(addr) = cfg.listen.http {
+        eps.push(Endpoint::bind(addr, None).await?);
+    }
+    if let Some(addr) = cfg.listen.https {
+        eps.push(Endpoint::bind(addr, tls_cfg).await?);
+    }
+    if let Some(addr) = cfg.listen.management {
+        eps.push(Endpoint::bind(addr, None).await?);
+    }
+    let addrs: Vec<String> = eps.iter().filter_map(|e| e.local_addr().ok()).map(|a| a.to_string()).collect();
+    println!("hyrelay ready: {}", addrs.join(" "));
+    run_servers(relay, eps).await
+}
