@@ -139,9 +139,18 @@ mod tests {
 
     #[test]
     fn parse_errors() {
-        assert_eq!(ConnectionString::parse("SharedAccessKey=x"), Err(ConnectionStringError::MissingEndpoint));
-        assert!(matches!(ConnectionString::parse("Endpoint=nope"), Err(ConnectionStringError::BadEndpoint(_))));
-        assert!(matches!(ConnectionString::parse("Endpoint=sb://h:xx/"), Err(ConnectionStringError::BadEndpoint(_))));
+        assert_eq!(
+            ConnectionString::parse("SharedAccessKey=x"),
+            Err(ConnectionStringError::MissingEndpoint)
+        );
+        assert!(matches!(
+            ConnectionString::parse("Endpoint=nope"),
+            Err(ConnectionStringError::BadEndpoint(_))
+        ));
+        assert!(matches!(
+            ConnectionString::parse("Endpoint=sb://h:xx/"),
+            Err(ConnectionStringError::BadEndpoint(_))
+        ));
         assert_eq!(
             ConnectionString::parse("Endpoint=sb://h/;SharedAccessKey=x"),
             Err(ConnectionStringError::IncompleteKey)

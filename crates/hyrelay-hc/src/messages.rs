@@ -234,31 +234,62 @@ mod tests {
     #[test]
     fn response_number_or_string() {
         let a = parse_listener_command(r#"{"response":{"requestId":"1","statusCode":200,"statusDescription":"OK","responseHeaders":{"content-type":"text/plain","set-cookie":["a=1","b=2"]},"body":true}}"#).unwrap();
-        let ListenerCommand::Response(r) = a else { panic!("not a response") };
+        let ListenerCommand::Response(r) = a else {
+            panic!("not a response")
+        };
         assert_eq!(r.status_code, 200);
         assert!(r.body);
         assert_eq!(r.headers.len(), 3);
-        let b = parse_listener_command(r#"{"response":{"requestId":"1","statusCode":"404","body":false}}"#).unwrap();
-        assert!(matches!(b, ListenerCommand::Response(Response { status_code: 404, body: false, .. })));
+        let b = parse_listener_command(
+            r#"{"response":{"requestId":"1","statusCode":"404","body":false}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            b,
+            ListenerCommand::Response(Response {
+                status_code: 404,
+                body: false,
+                ..
+            })
+        ));
     }
 
     #[test]
     fn renew_and_unknown() {
         assert_eq!(
-            parse_listener_command(r#"{"renewToken":{"token":"SharedAccessSignature x"}}"#).unwrap(),
+            parse_listener_command(r#"{"renewToken":{"token":"SharedAccessSignature x"}}"#)
+                .unwrap(),
             ListenerCommand::RenewToken("SharedAccessSignature x".into())
         );
-        assert_eq!(parse_listener_command(r#"{"ping":{}}"#).unwrap(), ListenerCommand::Unknown("ping".into()));
+        assert_eq!(
+            parse_listener_command(r#"{"ping":{}}"#).unwrap(),
+            ListenerCommand::Unknown("ping".into())
+        );
     }
 
     #[test]
     fn bad_messages() {
-        assert!(matches!(parse_listener_command("{"), Err(MessageError::Json(_))));
+        assert!(matches!(
+            parse_listener_command("{"),
+            Err(MessageError::Json(_))
+        ));
         assert_eq!(parse_listener_command("[]"), Err(MessageError::Shape));
-        assert_eq!(parse_listener_command(r#"{"a":1,"b":2}"#), Err(MessageError::Shape));
-        assert!(matches!(parse_listener_command(r#"{"response":{"statusCode":200}}"#), Err(MessageError::Field { .. })));
-        assert!(matches!(parse_listener_command(r#"{"response":{"requestId":"x","statusCode":"abc"}}"#), Err(MessageError::Field { .. })));
-        assert!(matches!(parse_listener_command(&" ".repeat(70000)), Err(MessageError::TooLarge(_))));
+        assert_eq!(
+            parse_listener_command(r#"{"a":1,"b":2}"#),
+            Err(MessageError::Shape)
+        );
+        assert!(matches!(
+            parse_listener_command(r#"{"response":{"statusCode":200}}"#),
+            Err(MessageError::Field { .. })
+        ));
+        assert!(matches!(
+            parse_listener_command(r#"{"response":{"requestId":"x","statusCode":"abc"}}"#),
+            Err(MessageError::Field { .. })
+        ));
+        assert!(matches!(
+            parse_listener_command(&" ".repeat(70000)),
+            Err(MessageError::TooLarge(_))
+        ));
     }
 
     #[test]

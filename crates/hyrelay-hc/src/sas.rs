@@ -193,7 +193,9 @@ impl SasToken {
         }
         let text = text.trim();
         let (kw, rest) = text.split_once(' ').ok_or_else(|| {
-            TokenError::Malformed("expected 'SharedAccessSignature sr=...&sig=...&se=...&skn=...'".into())
+            TokenError::Malformed(
+                "expected 'SharedAccessSignature sr=...&sig=...&se=...&skn=...'".into(),
+            )
         })?;
         if !kw.eq_ignore_ascii_case("SharedAccessSignature") {
             return Err(TokenError::Malformed(
@@ -333,7 +335,13 @@ mod tests {
         assert!(!p.signature_matches("other"));
         assert_eq!(p.key_name, "Root");
         assert_eq!(p.expiry, 2_000_000_000);
-        assert_eq!(p.audience(), Audience { host: "127.0.0.1".into(), path: "hyco".into() });
+        assert_eq!(
+            p.audience(),
+            Audience {
+                host: "127.0.0.1".into(),
+                path: "hyco".into()
+            }
+        );
     }
 
     #[test]
@@ -345,7 +353,10 @@ mod tests {
         mac.update(format!("{sr}\n{se}").as_bytes());
         let sig = B64.encode(mac.finalize().into_bytes());
         // Python leaves '/' unescaped in sig.
-        let tok = format!("sharedaccesssignature SIG={}&SE={se}&SKN=r&SR={sr}", sig.replace('+', "%2B").replace('=', "%3D"));
+        let tok = format!(
+            "sharedaccesssignature SIG={}&SE={se}&SKN=r&SR={sr}",
+            sig.replace('+', "%2B").replace('=', "%3D")
+        );
         let p = SasToken::parse(&tok).unwrap();
         assert!(p.signature_matches(KEY));
         assert_eq!(p.audience().path, "hc");
@@ -353,8 +364,14 @@ mod tests {
 
     #[test]
     fn malformed() {
-        assert!(matches!(SasToken::parse("Bearer x"), Err(TokenError::Malformed(_))));
-        assert!(matches!(SasToken::parse("SharedAccessSignature sr=a&sig=b"), Err(TokenError::Malformed(_))));
+        assert!(matches!(
+            SasToken::parse("Bearer x"),
+            Err(TokenError::Malformed(_))
+        ));
+        assert!(matches!(
+            SasToken::parse("SharedAccessSignature sr=a&sig=b"),
+            Err(TokenError::Malformed(_))
+        ));
         assert!(matches!(
             SasToken::parse("SharedAccessSignature sr=a&sig=!!&se=1&skn=k"),
             Err(TokenError::Malformed(_))
@@ -363,7 +380,10 @@ mod tests {
             SasToken::parse("SharedAccessSignature sr=a&sig=AA==&se=x&skn=k"),
             Err(TokenError::Malformed(_))
         ));
-        assert!(matches!(SasToken::parse(&"x".repeat(5000)), Err(TokenError::Malformed(_))));
+        assert!(matches!(
+            SasToken::parse(&"x".repeat(5000)),
+            Err(TokenError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -384,14 +404,20 @@ mod tests {
         assert!(Rights::MANAGE.allows(Rights::LISTEN));
         assert!(Rights::MANAGE.allows(Rights::SEND));
         assert!(!Rights::LISTEN.allows(Rights::SEND));
-        assert_eq!(Rights::parse_list("listen, Send").unwrap(), Rights::LISTEN.union(Rights::SEND));
+        assert_eq!(
+            Rights::parse_list("listen, Send").unwrap(),
+            Rights::LISTEN.union(Rights::SEND)
+        );
         assert!(Rights::parse_list("fly").is_err());
         assert_eq!(Rights::ALL.to_string(), "listen,send,manage");
     }
 
     #[test]
     fn encode_matches_encode_uri_component() {
-        assert_eq!(encode_component("http://a:443/b c"), "http%3A%2F%2Fa%3A443%2Fb%20c");
+        assert_eq!(
+            encode_component("http://a:443/b c"),
+            "http%3A%2F%2Fa%3A443%2Fb%20c"
+        );
         assert_eq!(encode_component("a+b/c=="), "a%2Bb%2Fc%3D%3D");
     }
 }

@@ -99,7 +99,9 @@ pub struct Target {
 fn decode_component(s: &str) -> String {
     // application/x-www-form-urlencoded: '+' means space in query values.
     let replaced = s.replace('+', " ");
-    percent_decode_str(&replaced).decode_utf8_lossy().into_owned()
+    percent_decode_str(&replaced)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn decode_token(s: &str) -> String {
@@ -234,8 +236,10 @@ mod tests {
 
     #[test]
     fn connect_keeps_app_query() {
-        let t = parse_target("/$hc/a/b/c?x=1&sb-hc-action=connect&y=%2B+&sb-hc-token=SharedAccessSignature%20sr%3Dx")
-            .unwrap();
+        let t = parse_target(
+            "/$hc/a/b/c?x=1&sb-hc-action=connect&y=%2B+&sb-hc-token=SharedAccessSignature%20sr%3Dx",
+        )
+        .unwrap();
         assert_eq!(t.action, Some(Action::Connect));
         assert_eq!(t.path, "a/b/c");
         assert_eq!(t.app_query, "x=1&y=%2B+");
@@ -247,7 +251,10 @@ mod tests {
         let a = parse_target("/$hc/h?sb-hc-action=accept&sb-hc-id=1&sb-hc-statusCode=418&sb-hc-statusDescription=I%27m+a+teapot").unwrap();
         assert_eq!(a.status_code.as_deref(), Some("418"));
         assert_eq!(a.status_description.as_deref(), Some("I'm a teapot"));
-        let b = parse_target("/$hc/h?sb-hc-action=accept&sb-hc-id=1&statusCode=401&statusDescription=no").unwrap();
+        let b = parse_target(
+            "/$hc/h?sb-hc-action=accept&sb-hc-id=1&statusCode=401&statusDescription=no",
+        )
+        .unwrap();
         assert_eq!(b.status_code.as_deref(), Some("401"));
         assert_eq!(b.status_description.as_deref(), Some("no"));
     }
@@ -259,9 +266,15 @@ mod tests {
             parse_target("/$hc/h?sb-hc-action=dance"),
             Err(UrlError::UnknownAction("dance".into()))
         );
-        assert_eq!(parse_target("/$hc/?sb-hc-action=listen"), Err(UrlError::MissingPath));
+        assert_eq!(
+            parse_target("/$hc/?sb-hc-action=listen"),
+            Err(UrlError::MissingPath)
+        );
         assert_eq!(parse_target("x"), Err(UrlError::NotOriginForm));
-        assert!(matches!(parse_target(&"/a".repeat(5000)), Err(UrlError::TooLong(_))));
+        assert!(matches!(
+            parse_target(&"/a".repeat(5000)),
+            Err(UrlError::TooLong(_))
+        ));
     }
 
     #[test]
@@ -276,9 +289,18 @@ mod tests {
     #[test]
     fn prefix_lookup() {
         let names = ["a", "a/b", "ab", "Credit-Check"];
-        assert_eq!(longest_prefix("a/b/c", names.iter().copied()), Some(("a/b", "/c".into())));
-        assert_eq!(longest_prefix("a/bc", names.iter().copied()), Some(("a", "/bc".into())));
-        assert_eq!(longest_prefix("ab", names.iter().copied()), Some(("ab", "".into())));
+        assert_eq!(
+            longest_prefix("a/b/c", names.iter().copied()),
+            Some(("a/b", "/c".into()))
+        );
+        assert_eq!(
+            longest_prefix("a/bc", names.iter().copied()),
+            Some(("a", "/bc".into()))
+        );
+        assert_eq!(
+            longest_prefix("ab", names.iter().copied()),
+            Some(("ab", "".into()))
+        );
         assert_eq!(
             longest_prefix("credit-check/x", names.iter().copied()),
             Some(("Credit-Check", "/x".into()))
@@ -288,6 +310,9 @@ mod tests {
 
     #[test]
     fn strip() {
-        assert_eq!(strip_reserved("a=1&sb-hc-id=2&&sb-hc-x&B=3"), "a=1&&sb-hc-x&B=3");
+        assert_eq!(
+            strip_reserved("a=1&sb-hc-id=2&&sb-hc-x&B=3"),
+            "a=1&&sb-hc-x&B=3"
+        );
     }
 }

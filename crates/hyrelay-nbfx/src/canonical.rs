@@ -87,7 +87,8 @@ pub fn xml_to_records(
             Event::Comment(t) => {
                 let raw = utf8(&t, offset)?;
                 enc.flush_text();
-                enc.records.push(Record::Comment(normalize_newlines(raw).into_owned()));
+                enc.records
+                    .push(Record::Comment(normalize_newlines(raw).into_owned()));
             }
             Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
             Event::Eof => break,
@@ -328,7 +329,9 @@ impl Encoder<'_> {
             } else {
                 let (p, local) = split_qname(&key);
                 let attr_known = !p.is_empty()
-                    && self.resolve_ns(p, &decls).is_some_and(|ns| is_known_ns(&ns));
+                    && self
+                        .resolve_ns(p, &decls)
+                        .is_some_and(|ns| is_known_ns(&ns));
                 let v = choose_text(&value, &self.opts, attr_known || (p.is_empty() && known));
                 match (p, self.dict(local, attr_known)) {
                     ("", Some(k)) => Attribute::ShortDictionary { name: k, value: v },

@@ -189,7 +189,11 @@ impl SessionDictionary {
     fn parse_table(&self, payload: &[u8]) -> Result<(usize, Vec<String>), Error> {
         let (size, n) = match decode_mb31(payload, 0)? {
             Mb31::Value(v, n) => (v as usize, n),
-            Mb31::Incomplete => return Err(Error::UnexpectedEof { offset: payload.len() }),
+            Mb31::Incomplete => {
+                return Err(Error::UnexpectedEof {
+                    offset: payload.len(),
+                })
+            }
         };
         let remaining_budget = self.max_size.saturating_sub(self.used);
         if size > remaining_budget {
@@ -200,10 +204,12 @@ impl SessionDictionary {
                 max: self.max_size as u64,
             });
         }
-        let end = n
-            .checked_add(size)
-            .filter(|&e| e <= payload.len())
-            .ok_or(Error::UnexpectedEof { offset: payload.len() })?;
+        let end =
+            n.checked_add(size)
+                .filter(|&e| e <= payload.len())
+                .ok_or(Error::UnexpectedEof {
+                    offset: payload.len(),
+                })?;
         let mut pos = n;
         let mut strings = Vec::new();
         while pos < end {
@@ -310,10 +316,16 @@ mod tests {
         assert_eq!(r.get(1), Some("defg"));
         assert!(matches!(
             r.read_table(b"\x08\x07toolong"),
-            Err(Error::LimitExceeded { limit: LimitKind::SessionSize, .. })
+            Err(Error::LimitExceeded {
+                limit: LimitKind::SessionSize,
+                ..
+            })
         ));
         assert!(r.is_poisoned());
-        assert_eq!(r.read_table(b"\x00"), Err(Error::SessionPoisoned { offset: 0 }));
+        assert_eq!(
+            r.read_table(b"\x00"),
+            Err(Error::SessionPoisoned { offset: 0 })
+        );
     }
 
     #[test]

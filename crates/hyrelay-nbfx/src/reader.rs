@@ -335,7 +335,12 @@ impl Reader<'_, '_> {
                     reason: "EndListText without StartListText",
                 })
             }
-            _ => return Err(Error::InvalidRecord { offset: off, byte: t }),
+            _ => {
+                return Err(Error::InvalidRecord {
+                    offset: off,
+                    byte: t,
+                })
+            }
         })
     }
 
@@ -344,7 +349,10 @@ impl Reader<'_, '_> {
         let off = self.pos;
         let b = self.u8()?;
         if !(0x80..=0xBD).contains(&b) || b == 0xA5 || b == 0xA7 {
-            return Err(Error::InvalidRecord { offset: off, byte: b });
+            return Err(Error::InvalidRecord {
+                offset: off,
+                byte: b,
+            });
         }
         if b & 1 != 0 {
             return Err(Error::UnexpectedRecord {
@@ -733,7 +741,12 @@ impl Reader<'_, '_> {
                         self.records.push(Record::Text(value));
                     }
                 }
-                _ => return Err(Error::InvalidRecord { offset: off, byte: b }),
+                _ => {
+                    return Err(Error::InvalidRecord {
+                        offset: off,
+                        byte: b,
+                    })
+                }
             }
         }
         if !self.scopes.is_empty() {

@@ -388,7 +388,9 @@ impl Attribute {
     /// For ordinary attributes: `Some((prefix, name, value))`.
     pub fn plain(&self) -> Option<(PrefixRef<'_>, NameRef<'_>, &Text)> {
         match self {
-            Attribute::Short { name, value } => Some((PrefixRef::None, NameRef::Inline(name), value)),
+            Attribute::Short { name, value } => {
+                Some((PrefixRef::None, NameRef::Inline(name), value))
+            }
             Attribute::Prefixed {
                 prefix,
                 name,

@@ -360,7 +360,10 @@ mod tests {
         );
         // 2024-02-29T13:45:30.5Z
         let t = 638_448_111_305_000_000u64;
-        assert_eq!(format_datetime(DateTime((1 << 62) | t), 0), "2024-02-29T13:45:30.5Z");
+        assert_eq!(
+            format_datetime(DateTime((1 << 62) | t), 0),
+            "2024-02-29T13:45:30.5Z"
+        );
         assert_eq!(
             format_datetime(DateTime((2 << 62) | t), 90),
             "2024-02-29T15:15:30.5+01:30"
@@ -388,8 +391,8 @@ mod tests {
         assert_eq!(
             g.0,
             [
-                0x5E, 0x1B, 0x9B, 0xA7, 0x35, 0x28, 0x2B, 0x49, 0x8C, 0xF1, 0xFB, 0x70, 0xB7,
-                0x92, 0xB4, 0x42
+                0x5E, 0x1B, 0x9B, 0xA7, 0x35, 0x28, 0x2B, 0x49, 0x8C, 0xF1, 0xFB, 0x70, 0xB7, 0x92,
+                0xB4, 0x42
             ]
         );
         assert_eq!(format_guid(g), "a79b1b5e-2835-492b-8cf1-fb70b792b442");

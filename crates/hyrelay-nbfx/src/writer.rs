@@ -84,14 +84,28 @@ fn write_record(r: &Record, out: &mut Vec<u8>) -> Result<(), Error> {
 fn write_items(items: &ArrayItems, out: &mut Vec<u8>) {
     match items {
         ArrayItems::Bool(v) => out.extend_from_slice(v),
-        ArrayItems::Int16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        ArrayItems::Int32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        ArrayItems::Int64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        ArrayItems::Float(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        ArrayItems::Double(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        ArrayItems::Int16(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        ArrayItems::Int32(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        ArrayItems::Int64(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        ArrayItems::Float(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        ArrayItems::Double(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
         ArrayItems::Decimal(v) => v.iter().for_each(|d| decimal(d, out)),
-        ArrayItems::DateTime(v) => v.iter().for_each(|d| out.extend_from_slice(&d.0.to_le_bytes())),
-        ArrayItems::TimeSpan(v) => v.iter().for_each(|d| out.extend_from_slice(&d.0.to_le_bytes())),
+        ArrayItems::DateTime(v) => v
+            .iter()
+            .for_each(|d| out.extend_from_slice(&d.0.to_le_bytes())),
+        ArrayItems::TimeSpan(v) => v
+            .iter()
+            .for_each(|d| out.extend_from_slice(&d.0.to_le_bytes())),
         ArrayItems::Guid(v) => v.iter().for_each(|g| out.extend_from_slice(&g.0)),
     }
 }

@@ -3,7 +3,9 @@
 use base64::Engine as _;
 
 use crate::record::*;
-use crate::text::{format_datetime, format_decimal, format_double, format_float, format_guid, format_timespan};
+use crate::text::{
+    format_datetime, format_decimal, format_double, format_float, format_guid, format_timespan,
+};
 use crate::{Dictionaries, Error};
 
 /// Options for [`records_to_xml`].

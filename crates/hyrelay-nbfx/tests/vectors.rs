@@ -54,10 +54,18 @@ fn nbfx_vectors_decode_reencode_and_render() {
         let bin = read(&format!("nbfx/{n}.bin"));
         let recs = read_records(&bin, Dictionaries::static_only(), &big())
             .unwrap_or_else(|e| panic!("{n}: {e}"));
-        assert_eq!(encode_records(&recs).unwrap(), bin, "{n}: lossless re-encode");
+        assert_eq!(
+            encode_records(&recs).unwrap(),
+            bin,
+            "{n}: lossless re-encode"
+        );
         let xml = records_to_xml(&recs, Dictionaries::static_only(), &XmlOptions::default())
             .unwrap_or_else(|e| panic!("{n}: {e}"));
-        assert_eq!(ours_for_compare(&xml), expected_xml(&format!("nbfx/{n}.xml")), "{n}");
+        assert_eq!(
+            ours_for_compare(&xml),
+            expected_xml(&format!("nbfx/{n}.xml")),
+            "{n}"
+        );
     }
 }
 
@@ -85,16 +93,24 @@ fn wcf_encoder_vectors_decode() {
         assert_eq!(encode_records(&recs).unwrap(), bin, "{n}");
         let xml =
             records_to_xml(&recs, Dictionaries::static_only(), &XmlOptions::default()).unwrap();
-        assert_eq!(normalize_xml(&xml), normalize_xml(&read_str(&format!("wcf/{n}.xml"))), "{n}");
+        assert_eq!(
+            normalize_xml(&xml),
+            normalize_xml(&read_str(&format!("wcf/{n}.xml"))),
+            "{n}"
+        );
     }
 }
 
 #[test]
 fn nbfse_session_in_order() {
     let mut session = SessionDictionary::default();
-    for (i, n) in ["nbfse-session-msg1", "nbfse-session-msg2", "nbfse-session-msg3"]
-        .iter()
-        .enumerate()
+    for (i, n) in [
+        "nbfse-session-msg1",
+        "nbfse-session-msg2",
+        "nbfse-session-msg3",
+    ]
+    .iter()
+    .enumerate()
     {
         let bin = read(&format!("nbfse/{n}.bin"));
         let msg = read_session_message(&bin, &mut session, &Limits::default())
@@ -102,7 +118,12 @@ fn nbfse_session_in_order() {
         match i {
             0 => assert_eq!(
                 msg.table,
-                ["CheckCredit", "http://schemas.example.org/creditcheck/2024", "customerId", "amount"]
+                [
+                    "CheckCredit",
+                    "http://schemas.example.org/creditcheck/2024",
+                    "customerId",
+                    "amount"
+                ]
             ),
             1 => assert!(msg.table.is_empty()),
             _ => assert_eq!(msg.table, ["late2"]),
@@ -214,28 +235,81 @@ fn malformed_vectors_are_rejected_with_the_right_error() {
         }
     };
     use Error as E;
-    check("bad-array-count-zero", &|e| matches!(e, E::InvalidValue { .. }));
-    check("bad-array-nested", &|e| matches!(e, E::UnexpectedRecord { byte: 0x03, .. }));
-    check("bad-array-type", &|e| matches!(e, E::InvalidValue { offset: 5, .. }));
-    check("bad-attribute-first", &|e| matches!(e, E::UnexpectedRecord { offset: 0, byte: 0x04, .. }));
-    check("bad-chars32-negative", &|e| matches!(e, E::NegativeLength { length: -1, .. }));
-    check("bad-decimal-scale-29", &|e| matches!(e, E::InvalidValue { .. }));
+    check("bad-array-count-zero", &|e| {
+        matches!(e, E::InvalidValue { .. })
+    });
+    check("bad-array-nested", &|e| {
+        matches!(e, E::UnexpectedRecord { byte: 0x03, .. })
+    });
+    check("bad-array-type", &|e| {
+        matches!(e, E::InvalidValue { offset: 5, .. })
+    });
+    check("bad-attribute-first", &|e| {
+        matches!(
+            e,
+            E::UnexpectedRecord {
+                offset: 0,
+                byte: 0x04,
+                ..
+            }
+        )
+    });
+    check("bad-chars32-negative", &|e| {
+        matches!(e, E::NegativeLength { length: -1, .. })
+    });
+    check("bad-decimal-scale-29", &|e| {
+        matches!(e, E::InvalidValue { .. })
+    });
     check("bad-depth-33", &|e| {
-        matches!(e, E::LimitExceeded { limit: LimitKind::Depth, value: 33, .. })
+        matches!(
+            e,
+            E::LimitExceeded {
+                limit: LimitKind::Depth,
+                value: 33,
+                ..
+            }
+        )
     });
-    check("bad-mb31-fifth-byte", &|e| matches!(e, E::InvalidMb31 { offset: 1 }));
-    check("bad-missing-endelement", &|e| matches!(e, E::UnexpectedEof { offset: 5 }));
-    check("bad-qname-prefix-26", &|e| matches!(e, E::InvalidValue { offset: 4, .. }));
-    check("bad-session-id-no-session", &|e| matches!(e, E::UndefinedSessionKey { key: 1, .. }));
-    check("bad-static-id-undefined", &|e| matches!(e, E::UndefinedStaticKey { key: 0x3CE, .. }));
+    check("bad-mb31-fifth-byte", &|e| {
+        matches!(e, E::InvalidMb31 { offset: 1 })
+    });
+    check("bad-missing-endelement", &|e| {
+        matches!(e, E::UnexpectedEof { offset: 5 })
+    });
+    check("bad-qname-prefix-26", &|e| {
+        matches!(e, E::InvalidValue { offset: 4, .. })
+    });
+    check("bad-session-id-no-session", &|e| {
+        matches!(e, E::UndefinedSessionKey { key: 1, .. })
+    });
+    check("bad-static-id-undefined", &|e| {
+        matches!(e, E::UndefinedStaticKey { key: 0x3CE, .. })
+    });
     check("bad-string-8193", &|e| {
-        matches!(e, E::LimitExceeded { limit: LimitKind::StringBytes, value: 8193, .. })
+        matches!(
+            e,
+            E::LimitExceeded {
+                limit: LimitKind::StringBytes,
+                value: 8193,
+                ..
+            }
+        )
     });
-    check("bad-text-after-root-nonws", &|e| matches!(e, E::Malformed { offset: 4, .. }));
-    check("bad-truncated-element", &|e| matches!(e, E::UnexpectedEof { .. }));
-    check("bad-unicode-odd-length", &|e| matches!(e, E::InvalidUtf16 { .. }));
-    check("bad-unknown-record-0x00", &|e| matches!(e, E::InvalidRecord { offset: 0, byte: 0 }));
-    check("bad-withend-in-attribute", &|e| matches!(e, E::UnexpectedRecord { byte: 0x83, .. }));
+    check("bad-text-after-root-nonws", &|e| {
+        matches!(e, E::Malformed { offset: 4, .. })
+    });
+    check("bad-truncated-element", &|e| {
+        matches!(e, E::UnexpectedEof { .. })
+    });
+    check("bad-unicode-odd-length", &|e| {
+        matches!(e, E::InvalidUtf16 { .. })
+    });
+    check("bad-unknown-record-0x00", &|e| {
+        matches!(e, E::InvalidRecord { offset: 0, byte: 0 })
+    });
+    check("bad-withend-in-attribute", &|e| {
+        matches!(e, E::UnexpectedRecord { byte: 0x83, .. })
+    });
     for ok in ["ok-depth-32", "ok-string-8192"] {
         let bin = read(&format!("malformed/{ok}.bin"));
         let recs = read_records(&bin, Dictionaries::static_only(), &d).unwrap();
@@ -270,7 +344,10 @@ fn every_strict_prefix_is_an_error_never_a_panic() {
             // root element (e.g. bad-text-after-root-nonws); then it must be exactly that
             // complete document.
             if let Ok(recs) = read_records(&bin[..cut], Dictionaries::static_only(), &limits) {
-                assert!(name.starts_with("malformed/"), "{name}: prefix {cut} accepted");
+                assert!(
+                    name.starts_with("malformed/"),
+                    "{name}: prefix {cut} accepted"
+                );
                 assert_eq!(encode_records(&recs).unwrap(), &bin[..cut], "{name}");
             }
         }
@@ -286,17 +363,28 @@ fn every_strict_prefix_is_an_error_never_a_panic() {
             for earlier in &msgs[..i] {
                 read_session_message(earlier, &mut s, &limits).unwrap();
             }
-            assert!(read_session_message(&m[..cut], &mut s, &limits).is_err(), "msg{} cut {cut}", i + 1);
+            assert!(
+                read_session_message(&m[..cut], &mut s, &limits).is_err(),
+                "msg{} cut {cut}",
+                i + 1
+            );
         }
     }
 }
 
 #[test]
 fn canonical_encoding_matches_wcf_bytes() {
-    for n in ["nbfs-soap12-wsa-request", "nbfs-soap12-fault", "nbfx-element-short",
-        "nbfx-element-prefix-letter", "nbfx-element-prefix-long", "nbfx-element-default-ns",
-        "nbfx-attributes-plain", "nbfx-text-chars", "nbfx-text-int-not-last"]
-    {
+    for n in [
+        "nbfs-soap12-wsa-request",
+        "nbfs-soap12-fault",
+        "nbfx-element-short",
+        "nbfx-element-prefix-letter",
+        "nbfx-element-prefix-long",
+        "nbfx-element-default-ns",
+        "nbfx-attributes-plain",
+        "nbfx-text-chars",
+        "nbfx-text-int-not-last",
+    ] {
         let xml = read_str(&format!("nbfx/{n}.xml"));
         let recs = xml_to_records(xml.trim_end(), None, &EncodeOptions::default())
             .unwrap_or_else(|e| panic!("{n}: {e}"));
@@ -313,7 +401,10 @@ fn canonical_encoding_matches_wcf_bytes() {
 
 #[test]
 fn canonical_encoding_round_trips_text_of_every_vector() {
-    let mut dirs: Vec<String> = bins("nbfx").into_iter().map(|n| format!("nbfx/{n}")).collect();
+    let mut dirs: Vec<String> = bins("nbfx")
+        .into_iter()
+        .map(|n| format!("nbfx/{n}"))
+        .collect();
     dirs.extend(bins("wcf").into_iter().map(|n| format!("wcf/{n}")));
     for infer in [false, true] {
         let opts = EncodeOptions {
@@ -340,7 +431,10 @@ fn canonical_session_encoding_uses_the_table() {
     let xml = expected_xml("nbfse/nbfse-session-msg1.xml");
     let mut writer = SessionDictionary::default();
     let msg = xml_to_session_message(&xml, &mut writer, &EncodeOptions::default()).unwrap();
-    assert!(msg.table.iter().any(|s| s == "http://schemas.example.org/creditcheck/2024"));
+    assert!(msg
+        .table
+        .iter()
+        .any(|s| s == "http://schemas.example.org/creditcheck/2024"));
     let mut bytes = Vec::new();
     write_session_message(&msg, &mut bytes).unwrap();
     // A second message reuses the ids and carries an empty table.
@@ -353,9 +447,12 @@ fn canonical_session_encoding_uses_the_table() {
     let mut reader = SessionDictionary::default();
     for b in [&bytes, &bytes2] {
         let m = read_session_message(b, &mut reader, &Limits::default()).unwrap();
-        let back =
-            records_to_xml(&m.records, Dictionaries::with_session(&reader), &XmlOptions::default())
-                .unwrap();
+        let back = records_to_xml(
+            &m.records,
+            Dictionaries::with_session(&reader),
+            &XmlOptions::default(),
+        )
+        .unwrap();
         assert_eq!(back, xml);
     }
 }

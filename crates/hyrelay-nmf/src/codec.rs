@@ -120,6 +120,12 @@ impl Decoder {
         out
     }
 
+    /// Enter opaque mode: everything from the next byte on belongs to another protocol
+    /// (after an upgrade, or the raw message of singleton-sized mode).
+    pub fn enter_opaque(&mut self) {
+        self.opaque = true;
+    }
+
     /// Leave opaque mode: the next bytes fed are framing records again (the inner stream
     /// of the completed upgrade). Any opaque bytes still buffered are discarded.
     pub fn resume(&mut self) {
@@ -247,12 +253,22 @@ impl Decoder {
                 .string(rest, off + 1, self.limits.max_fault, "fault")?
                 .map(|(s, n)| (Record::Fault(s), n + 1)),
             0x09 => self
-                .string(rest, off + 1, self.limits.max_content_type, "upgrade protocol")?
+                .string(
+                    rest,
+                    off + 1,
+                    self.limits.max_content_type,
+                    "upgrade protocol",
+                )?
                 .map(|(s, n)| (Record::UpgradeRequest(s), n + 1)),
             0x0A => Some((Record::UpgradeResponse, 1)),
             0x0B => Some((Record::PreambleAck, 1)),
             0x0C => Some((Record::PreambleEnd, 1)),
-            _ => return Err(Error::InvalidRecordType { offset: off, byte: t }),
+            _ => {
+                return Err(Error::InvalidRecordType {
+                    offset: off,
+                    byte: t,
+                })
+            }
         })
     }
 

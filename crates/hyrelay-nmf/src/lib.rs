@@ -21,4 +21,6 @@ pub use record::{
     known_encoding_content_type, Encoding, FaultCode, Limits, Mode, Record, ENCODING_BINARY,
     ENCODING_BINARY_SESSION, FAULT_NAMESPACE, UPGRADE_NEGOTIATE, UPGRADE_TLS,
 };
-pub use session::{ClientConfig, ClientEvent, ClientSession, Preamble, ServerEvent, ServerPolicy, ServerSession};
+pub use session::{
+    ClientConfig, ClientEvent, ClientSession, Preamble, ServerEvent, ServerPolicy, ServerSession,
+};

@@ -48,9 +48,9 @@ fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration
     let s: Option<String> = Option::deserialize(d)?;
     match s {
         None => Ok(None),
-        Some(s) => humantime::parse_duration(&s)
-            .map(Some)
-            .map_err(|e| serde::de::Error::custom(format!("'{s}' is not a duration like 30s or 5m: {e}"))),
+        Some(s) => humantime::parse_duration(&s).map(Some).map_err(|e| {
+            serde::de::Error::custom(format!("'{s}' is not a duration like 30s or 5m: {e}"))
+        }),
     }
 }
 
@@ -283,14 +283,17 @@ impl RelayConfig {
         };
         if self.listen.http.is_none() && self.listen.https.is_none() {
             return Err(inv(
-                "[listen] needs at least one of http = \"ADDR:PORT\" or https = \"ADDR:PORT\"".into(),
+                "[listen] needs at least one of http = \"ADDR:PORT\" or https = \"ADDR:PORT\""
+                    .into(),
             ));
         }
         if !(1..=1000).contains(&self.limits.listeners_per_entity) {
             return Err(inv("[limits] listeners_per_entity must be 1..1000".into()));
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.limits.control_message_bytes) {
-            return Err(inv("[limits] control_message_bytes must be 1024..16777216".into()));
+            return Err(inv(
+                "[limits] control_message_bytes must be 1024..16777216".into()
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for ns in &self.namespaces {
@@ -303,10 +306,16 @@ impl RelayConfig {
             let mut hcs = std::collections::HashSet::new();
             for hc in &ns.hybrid_connections {
                 if hc.name.trim_matches('/').is_empty() {
-                    return Err(inv(format!("namespace '{}': a hybrid connection has an empty name", ns.name)));
+                    return Err(inv(format!(
+                        "namespace '{}': a hybrid connection has an empty name",
+                        ns.name
+                    )));
                 }
                 if !hcs.insert(hc.name.to_ascii_lowercase()) {
-                    return Err(inv(format!("namespace '{}': hybrid connection '{}' is defined twice", ns.name, hc.name)));
+                    return Err(inv(format!(
+                        "namespace '{}': hybrid connection '{}' is defined twice",
+                        ns.name, hc.name
+                    )));
                 }
                 for r in &hc.rules {
                     r.to_rule(path)?;
@@ -367,9 +376,15 @@ impl RuleConfig {
         let rights = Rights::parse_list(&self.rights.join(","))
             .map_err(|e| inv(format!("rule '{}': {e}", self.name)))?;
         if rights == Rights::NONE {
-            return Err(inv(format!("rule '{}': rights must not be empty", self.name)));
+            return Err(inv(format!(
+                "rule '{}': rights must not be empty",
+                self.name
+            )));
         }
-        let read = |inline: &Option<String>, file: &Option<PathBuf>, which: &str| -> Result<Option<String>, ConfigError> {
+        let read = |inline: &Option<String>,
+                    file: &Option<PathBuf>,
+                    which: &str|
+         -> Result<Option<String>, ConfigError> {
             match (inline, file) {
                 (Some(_), Some(_)) => Err(inv(format!(
                     "rule '{}': give {which}_key or {which}_key_file, not both",
@@ -389,10 +404,18 @@ impl RuleConfig {
                 (None, None) => Ok(None),
             }
         };
-        let primary = read(&self.primary_key, &self.primary_key_file, "primary")?
-            .ok_or_else(|| inv(format!("rule '{}': primary_key or primary_key_file is required", self.name)))?;
+        let primary =
+            read(&self.primary_key, &self.primary_key_file, "primary")?.ok_or_else(|| {
+                inv(format!(
+                    "rule '{}': primary_key or primary_key_file is required",
+                    self.name
+                ))
+            })?;
         if primary.len() > 256 || primary.is_empty() {
-            return Err(inv(format!("rule '{}': keys must be 1..256 characters", self.name)));
+            return Err(inv(format!(
+                "rule '{}': keys must be 1..256 characters",
+                self.name
+            )));
         }
         let secondary = read(&self.secondary_key, &self.secondary_key_file, "secondary")?
             .unwrap_or_else(crate::model::new_key);
@@ -464,7 +487,10 @@ impl State {
 pub fn merge(config: Vec<Namespace>, state: &State) -> Vec<Namespace> {
     let mut out = config;
     for sns in &state.namespaces {
-        match out.iter_mut().find(|n| n.name.eq_ignore_ascii_case(&sns.name)) {
+        match out
+            .iter_mut()
+            .find(|n| n.name.eq_ignore_ascii_case(&sns.name))
+        {
             Some(n) => {
                 for r in &sns.rules {
                     if !n.rules.iter().any(|x| x.name == r.name) {
@@ -541,7 +567,9 @@ hosts = ["127.0.0.1", "localhost"]
     #[test]
     fn unknown_key_is_refused_with_line() {
         let t = "[listen]\nhttp = \"127.0.0.1:1\"\nhtps = \"127.0.0.1:2\"\n";
-        let e = RelayConfig::parse(t, Path::new("r.toml")).unwrap_err().to_string();
+        let e = RelayConfig::parse(t, Path::new("r.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("r.toml"), "{e}");
         assert!(e.contains("htps"), "{e}");
         assert!(e.contains("line 3"), "{e}");
@@ -549,11 +577,16 @@ hosts = ["127.0.0.1", "localhost"]
 
     #[test]
     fn invalid_values() {
-        let e = RelayConfig::parse("[listen]\n", Path::new("r.toml")).unwrap_err().to_string();
-        assert!(e.contains("at least one"), "{e}");
-        let e = RelayConfig::parse("[listen]\nhttp=\"127.0.0.1:1\"\n[limits]\naccept_timeout=\"soon\"\n", Path::new("r.toml"))
+        let e = RelayConfig::parse("[listen]\n", Path::new("r.toml"))
             .unwrap_err()
             .to_string();
+        assert!(e.contains("at least one"), "{e}");
+        let e = RelayConfig::parse(
+            "[listen]\nhttp=\"127.0.0.1:1\"\n[limits]\naccept_timeout=\"soon\"\n",
+            Path::new("r.toml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("duration"), "{e}");
         let e = RelayConfig::parse(
             "[listen]\nhttp=\"127.0.0.1:1\"\n[[namespaces]]\nname=\"a\"\n[[namespaces.rules]]\nname=\"r\"\nrights=[\"fly\"]\nprimary_key=\"k\"\n",

@@ -35,7 +35,14 @@ pub fn new_guid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// A random 128-bit nonce in hex.
@@ -332,7 +339,9 @@ impl Relay {
         };
         self.apply(config::merge(self.opts.config_namespaces.clone(), &state));
         if let Some(d) = &self.opts.data_dir {
-            let stamp = std::fs::metadata(State::path(d)).and_then(|m| m.modified()).ok();
+            let stamp = std::fs::metadata(State::path(d))
+                .and_then(|m| m.modified())
+                .ok();
             if let Ok(mut s) = self.state_stamp.lock() {
                 *s = stamp;
             }
@@ -345,8 +354,14 @@ impl Relay {
         let Some(d) = &self.opts.data_dir else {
             return Ok(false);
         };
-        let stamp = std::fs::metadata(State::path(d)).and_then(|m| m.modified()).ok();
-        let changed = self.state_stamp.lock().map(|s| *s != stamp).unwrap_or(false);
+        let stamp = std::fs::metadata(State::path(d))
+            .and_then(|m| m.modified())
+            .ok();
+        let changed = self
+            .state_stamp
+            .lock()
+            .map(|s| *s != stamp)
+            .unwrap_or(false);
         if changed {
             self.reload()?;
         }
@@ -366,7 +381,9 @@ impl Relay {
         let gone: Vec<Arc<ListenerHandle>> = match self.listeners.lock() {
             Ok(mut l) => {
                 let keys: Vec<String> = l.keys().filter(|k| !live.contains(*k)).cloned().collect();
-                keys.into_iter().flat_map(|k| l.remove(&k).unwrap_or_default()).collect()
+                keys.into_iter()
+                    .flat_map(|k| l.remove(&k).unwrap_or_default())
+                    .collect()
             }
             Err(_) => Vec::new(),
         };
@@ -410,8 +427,7 @@ impl Relay {
         }
         if let Ok(mut r) = self.requests.lock() {
             r.retain(|_, p| {
-                p.listener != serial
-                    || p.response.lock().map(|x| x.is_none()).unwrap_or(true)
+                p.listener != serial || p.response.lock().map(|x| x.is_none()).unwrap_or(true)
             });
         }
     }

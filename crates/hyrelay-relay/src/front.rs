@@ -16,7 +16,9 @@ use http_body::Frame;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyrelay_hc::messages::{encode_accept, encode_request, Accept, RemoteEndpoint, Request as HcRequest};
+use hyrelay_hc::messages::{
+    encode_accept, encode_request, Accept, RemoteEndpoint, Request as HcRequest,
+};
 use hyrelay_hc::sas::{encode_component, Rights, TokenError};
 use hyrelay_hc::url::{parse_target, Action, Target};
 use hyrelay_ws::OpCode;
@@ -55,8 +57,10 @@ pub fn reply(status: u16, text: &str) -> Response<Body> {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut r = Response::new(full(format!("{text}\n")));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     set_reason(&mut r, text);
     r
 }
@@ -101,7 +105,10 @@ fn switching(accept: &str, protocol: Option<&str>) -> Response<Body> {
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
     h.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(http::header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(
+        http::header::CONNECTION,
+        HeaderValue::from_static("Upgrade"),
+    );
     if let Ok(v) = HeaderValue::from_str(accept) {
         h.insert("sec-websocket-accept", v);
     }
@@ -164,7 +171,14 @@ fn entity_uri(host: &str, hc: &str) -> String {
     format!("sb://{}/{}", crate::model::strip_port(host), hc)
 }
 
-fn auth_failure(relay: &Relay, conn: &ConnInfo, t: &Target, e: &TokenError, host: &str, hc: &str) -> Response<Body> {
+fn auth_failure(
+    relay: &Relay,
+    conn: &ConnInfo,
+    t: &Target,
+    e: &TokenError,
+    host: &str,
+    hc: &str,
+) -> Response<Body> {
     relay.limiter.failed(conn.remote.ip(), &t.path);
     relay.counters.refused.fetch_add(1, Ordering::Relaxed);
     let msg = format!("{e}. Entity: {}", entity_uri(host, hc));
@@ -172,7 +186,13 @@ fn auth_failure(relay: &Relay, conn: &ConnInfo, t: &Target, e: &TokenError, host
     reply(e.status(), &msg)
 }
 
-fn not_found(relay: &Relay, conn: &ConnInfo, t: &Target, ns: &Namespace, host: &str) -> Response<Body> {
+fn not_found(
+    relay: &Relay,
+    conn: &ConnInfo,
+    t: &Target,
+    ns: &Namespace,
+    host: &str,
+) -> Response<Body> {
     relay.limiter.failed(conn.remote.ip(), &t.path);
     relay.counters.refused.fetch_add(1, Ordering::Relaxed);
     reply(
@@ -213,16 +233,30 @@ async fn dispatch(relay: Arc<Relay>, conn: ConnInfo, req: Request<Incoming>) -> 
         Err(e) => return reply(400, &format!("Bad request URL: {e}")),
     };
     let Some(ns) = relay.namespace_for(&host) else {
-        return reply(404, &format!("Endpoint does not exist. No namespace is served at host '{host}'"));
+        return reply(
+            404,
+            &format!("Endpoint does not exist. No namespace is served at host '{host}'"),
+        );
     };
     if t.path.is_empty() {
         return reply(404, &format!("Endpoint does not exist. This is hyrelay namespace '{}': address a hybrid connection as /{{name}} (HTTP) or /$hc/{{name}} (WebSocket)", ns.name));
     }
-    let limited = matches!(t.action, None | Some(Action::Listen) | Some(Action::Connect));
+    let limited = matches!(
+        t.action,
+        None | Some(Action::Listen) | Some(Action::Connect)
+    );
     if limited && !relay.limiter.allowed(conn.remote.ip(), &t.path) {
         relay.counters.throttled.fetch_add(1, Ordering::Relaxed);
-        let mut r = reply(429, &format!("Too many failed attempts from {} for '{}'; retry later", conn.remote.ip(), t.path));
-        r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+        let mut r = reply(
+            429,
+            &format!(
+                "Too many failed attempts from {} for '{}'; retry later",
+                conn.remote.ip(),
+                t.path
+            ),
+        );
+        r.headers_mut()
+            .insert("retry-after", HeaderValue::from_static("1"));
         return r;
     }
     match t.action {
@@ -263,7 +297,14 @@ async fn listen(
         return not_found(&relay, &conn, &t, &ns, &host);
     };
     let token = token_from(&t, req.headers());
-    let auth = match authorize(&ns, Some(hc), token.as_deref(), Rights::LISTEN, now_secs(), relay.opts.clock_skew.as_secs()) {
+    let auth = match authorize(
+        &ns,
+        Some(hc),
+        token.as_deref(),
+        Rights::LISTEN,
+        now_secs(),
+        relay.opts.clock_skew.as_secs(),
+    ) {
         Ok(a) => a,
         Err(e) => return auth_failure(&relay, &conn, &t, &e, &host, &hc.name),
     };
@@ -309,7 +350,14 @@ async fn connect(
     };
     if hc.requires_client_authorization {
         let token = token_from(&t, req.headers());
-        if let Err(e) = authorize(&ns, Some(hc), token.as_deref(), Rights::SEND, now_secs(), relay.opts.clock_skew.as_secs()) {
+        if let Err(e) = authorize(
+            &ns,
+            Some(hc),
+            token.as_deref(),
+            Rights::SEND,
+            now_secs(),
+            relay.opts.clock_skew.as_secs(),
+        ) {
             return auth_failure(&relay, &conn, &t, &e, &host, &hc.name);
         }
     }
@@ -319,13 +367,24 @@ async fn connect(
     };
     let entity = entity_key(&ns.name, &hc.name);
     let (allowed, disallowed) = listener_filters(req.headers());
-    let Some(listener) = relay.pick_listener(&entity, allowed.as_deref(), disallowed.as_deref()) else {
+    let Some(listener) = relay.pick_listener(&entity, allowed.as_deref(), disallowed.as_deref())
+    else {
         relay.counters.refused.fetch_add(1, Ordering::Relaxed);
-        return reply(404, &format!("There are no listeners connected for the endpoint. Entity: {}", entity_uri(&host, &hc.name)));
+        return reply(
+            404,
+            &format!(
+                "There are no listeners connected for the endpoint. Entity: {}",
+                entity_uri(&host, &hc.name)
+            ),
+        );
     };
     let id = t.id.clone().unwrap_or_else(new_guid);
     let nonce = new_nonce();
-    let q = if t.app_query.is_empty() { String::new() } else { format!("{}&", t.app_query) };
+    let q = if t.app_query.is_empty() {
+        String::new()
+    } else {
+        format!("{}&", t.app_query)
+    };
     let address = format!(
         "{}/$hc{}?{}sb-hc-action=accept&sb-hc-id={}&sb-hc-nonce={}",
         listener.base,
@@ -364,9 +423,19 @@ async fn connect(
         Err(_) => {
             relay.drop_accept(&nonce);
             tracing::info!(entity = %entity, id = %id, "listener did not accept within {timeout:?}");
-            reply(504, &format!("The listener did not accept the connection within {} s. Entity: {}", timeout.as_secs(), entity_uri(&host, &hc.name)))
+            reply(
+                504,
+                &format!(
+                    "The listener did not accept the connection within {} s. Entity: {}",
+                    timeout.as_secs(),
+                    entity_uri(&host, &hc.name)
+                ),
+            )
         }
-        Ok(Err(_)) => reply(502, "The listener disconnected before accepting the connection"),
+        Ok(Err(_)) => reply(
+            502,
+            "The listener disconnected before accepting the connection",
+        ),
         Ok(Ok(AcceptOutcome::Rejected { code, description })) => {
             tracing::info!(entity = %entity, id = %id, code, "listener rejected the connection");
             reply(code, &description)
@@ -388,10 +457,19 @@ async fn connect(
                     _ => return,
                 };
                 relay2.counters.connects.fetch_add(1, Ordering::Relaxed);
-                relay2.counters.active_connections.fetch_add(1, Ordering::Relaxed);
+                relay2
+                    .counters
+                    .active_connections
+                    .fetch_add(1, Ordering::Relaxed);
                 let rep = hyrelay_net::splice(s, l).await;
-                relay2.counters.active_connections.fetch_sub(1, Ordering::Relaxed);
-                relay2.counters.bytes.fetch_add(rep.a_to_b + rep.b_to_a, Ordering::Relaxed);
+                relay2
+                    .counters
+                    .active_connections
+                    .fetch_sub(1, Ordering::Relaxed);
+                relay2
+                    .counters
+                    .bytes
+                    .fetch_add(rep.a_to_b + rep.b_to_a, Ordering::Relaxed);
                 tracing::debug!(id = %id2, end = ?rep.end, sent = rep.a_to_b, received = rep.b_to_a, "relayed connection ended");
             });
             switching(&accept_key, protocol.as_deref())
@@ -415,7 +493,12 @@ fn listener_filters(h: &HeaderMap) -> (Option<Vec<String>>, Option<Vec<String>>)
 }
 
 async fn accept(relay: Arc<Relay>, mut req: Request<Incoming>, t: Target) -> Response<Body> {
-    let gone = || reply(403, "The accept address is invalid, has expired or was already used");
+    let gone = || {
+        reply(
+            403,
+            "The accept address is invalid, has expired or was already used",
+        )
+    };
     let Some(nonce) = t.nonce.as_deref() else {
         return gone();
     };
@@ -426,7 +509,12 @@ async fn accept(relay: Arc<Relay>, mut req: Request<Incoming>, t: Target) -> Res
         return gone();
     }
     if let Some(code) = &t.status_code {
-        let code: u16 = code.trim().parse().ok().filter(|c| (200..=599).contains(c)).unwrap_or(400);
+        let code: u16 = code
+            .trim()
+            .parse()
+            .ok()
+            .filter(|c| (200..=599).contains(c))
+            .unwrap_or(400);
         let description = t
             .status_description
             .clone()
@@ -441,7 +529,10 @@ async fn accept(relay: Arc<Relay>, mut req: Request<Incoming>, t: Target) -> Res
     let accept_key = match ws_accept_key(&req) {
         Ok(a) => a,
         Err(r) => {
-            let _ = p.tx.send(AcceptOutcome::Rejected { code: 502, description: "The listener's accept handshake was invalid".into() });
+            let _ = p.tx.send(AcceptOutcome::Rejected {
+                code: 502,
+                description: "The listener's accept handshake was invalid".into(),
+            });
             return r;
         }
     };
@@ -450,7 +541,13 @@ async fn accept(relay: Arc<Relay>, mut req: Request<Incoming>, t: Target) -> Res
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty());
     let upgrade = hyper::upgrade::on(&mut req);
-    if p.tx.send(AcceptOutcome::Accepted { protocol: protocol.clone(), upgrade }).is_err() {
+    if p.tx
+        .send(AcceptOutcome::Accepted {
+            protocol: protocol.clone(),
+            upgrade,
+        })
+        .is_err()
+    {
         return reply(410, "The sender has gone away");
     }
     switching(&accept_key, protocol.as_deref())
@@ -505,24 +602,41 @@ async fn http_request(
     if hc.requires_client_authorization {
         let (tok, from_authorization) = match token {
             Some(t) => (Some(t), false),
-            None => (header_str(req.headers(), "authorization").map(str::to_string), true),
+            None => (
+                header_str(req.headers(), "authorization").map(str::to_string),
+                true,
+            ),
         };
         if from_authorization {
             skip.push("authorization");
         }
-        if let Err(e) = authorize(&ns, Some(&hc), tok.as_deref(), Rights::SEND, now_secs(), relay.opts.clock_skew.as_secs()) {
+        if let Err(e) = authorize(
+            &ns,
+            Some(&hc),
+            tok.as_deref(),
+            Rights::SEND,
+            now_secs(),
+            relay.opts.clock_skew.as_secs(),
+        ) {
             return auth_failure(&relay, &conn, &t, &e, &host, &hc.name);
         }
     }
     let entity = entity_key(&ns.name, &hc.name);
     let (allowed, disallowed) = listener_filters(req.headers());
     let filtered = allowed.is_some() || disallowed.is_some();
-    let Some(listener) = relay.pick_listener(&entity, allowed.as_deref(), disallowed.as_deref()) else {
+    let Some(listener) = relay.pick_listener(&entity, allowed.as_deref(), disallowed.as_deref())
+    else {
         relay.counters.refused.fetch_add(1, Ordering::Relaxed);
         if filtered && relay.listener_count(&entity) > 0 {
             return reply(404, "None of the connected listeners meet the AllowedListeners/DisallowedListeners criteria");
         }
-        return reply(404, &format!("There are no listeners connected for the endpoint. Entity: {}", entity_uri(&host, &hc.name)));
+        return reply(
+            404,
+            &format!(
+                "There are no listeners connected for the endpoint. Entity: {}",
+                entity_uri(&host, &hc.name)
+            ),
+        );
     };
 
     let method = req.method().clone();
@@ -569,7 +683,9 @@ async fn http_request(
         match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) => break,
             Ok(None) => complete = true,
-            Ok(Some(Err(e))) => return reply(400, &format!("Reading the request body failed: {e}")),
+            Ok(Some(Err(e))) => {
+                return reply(400, &format!("Reading the request body failed: {e}"))
+            }
             Ok(Some(Ok(f))) => {
                 if let Ok(d) = f.into_data() {
                     prefix.extend_from_slice(&d);
@@ -647,7 +763,10 @@ async fn http_request(
         if HOP_BY_HOP.contains(&lk.as_str()) || lk == "via" {
             continue;
         }
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
             h.append(n, v);
         }
     }

@@ -52,7 +52,9 @@ fn err(status: u16, message: impl Into<String>) -> OpError {
 pub fn check_name(name: &str) -> Result<(), OpError> {
     let ok = !name.is_empty()
         && name.len() <= 260
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-._/".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._/".contains(c))
         && !name.split('/').any(str::is_empty)
         && !name.starts_with('$');
     if ok {
@@ -112,15 +114,27 @@ impl<'a> Ops<'a> {
         self.merged
             .iter()
             .find(|n| n.name.eq_ignore_ascii_case(&self.namespace))
-            .ok_or_else(|| err(404, format!("namespace '{}' does not exist", self.namespace)))
+            .ok_or_else(|| {
+                err(
+                    404,
+                    format!("namespace '{}' does not exist", self.namespace),
+                )
+            })
     }
 
     /// Creates a hybrid connection.
-    pub fn create_hc(&mut self, name: &str, requires_client_authorization: bool) -> Result<HcView, OpError> {
+    pub fn create_hc(
+        &mut self,
+        name: &str,
+        requires_client_authorization: bool,
+    ) -> Result<HcView, OpError> {
         let name = name.trim_matches('/');
         check_name(name)?;
         if self.merged_ns()?.hc(name).is_some() {
-            return Err(err(409, format!("hybrid connection '{name}' already exists")));
+            return Err(err(
+                409,
+                format!("hybrid connection '{name}' already exists"),
+            ));
         }
         let ns = state_ns(self.state, &self.namespace);
         ns.hybrid_connections.push(HybridConnection {
@@ -187,7 +201,10 @@ impl<'a> Ops<'a> {
                     ..existing
                 });
             }
-            Ok(&mut ns.hc_mut(h).ok_or_else(|| err(500, "state entry vanished"))?.rules)
+            Ok(&mut ns
+                .hc_mut(h)
+                .ok_or_else(|| err(500, "state entry vanished"))?
+                .rules)
         } else {
             Ok(&mut state_ns(self.state, &self.namespace).rules)
         }
@@ -206,12 +223,20 @@ impl<'a> Ops<'a> {
     }
 
     /// Creates a policy (SAS rule) with fresh keys.
-    pub fn create_policy(&mut self, name: &str, rights: Rights, hc: Option<&str>) -> Result<Rule, OpError> {
+    pub fn create_policy(
+        &mut self,
+        name: &str,
+        rights: Rights,
+        hc: Option<&str>,
+    ) -> Result<Rule, OpError> {
         if name.is_empty() || name.len() > 256 || name.contains(['&', '=', ' ']) {
             return Err(err(400, format!("'{name}' is not a valid policy name")));
         }
         if rights == Rights::NONE {
-            return Err(err(400, "a policy needs at least one right (listen, send, manage)"));
+            return Err(err(
+                400,
+                "a policy needs at least one right (listen, send, manage)",
+            ));
         }
         let existing = self.merged_rules(hc)?;
         if existing.iter().any(|r| r.name == name) {
@@ -233,7 +258,10 @@ impl<'a> Ops<'a> {
             .find(|r| r.name == name)
             .ok_or_else(|| err(404, format!("policy '{name}' does not exist")))?;
         if r.fixed {
-            return Err(err(409, format!("policy '{name}' is defined in the configuration file")));
+            return Err(err(
+                409,
+                format!("policy '{name}' is defined in the configuration file"),
+            ));
         }
         self.rules_mut(hc)?.retain(|r| r.name != name);
         Ok(())
@@ -253,10 +281,20 @@ impl<'a> Ops<'a> {
     }
 
     /// Regenerates the primary or secondary key.
-    pub fn renew_key(&mut self, name: &str, hc: Option<&str>, secondary: bool) -> Result<Rule, OpError> {
+    pub fn renew_key(
+        &mut self,
+        name: &str,
+        hc: Option<&str>,
+        secondary: bool,
+    ) -> Result<Rule, OpError> {
         let r = self.policy(name, hc)?;
         if r.fixed {
-            return Err(err(409, format!("policy '{name}' is defined in the configuration file; change its keys there")));
+            return Err(err(
+                409,
+                format!(
+                    "policy '{name}' is defined in the configuration file; change its keys there"
+                ),
+            ));
         }
         let rules = self.rules_mut(hc)?;
         let rule = rules
@@ -340,7 +378,12 @@ pub fn status_json(relay: &Relay) -> serde_json::Value {
 }
 
 /// Handles `/$hyrelay/…`.
-pub async fn handle(relay: Arc<Relay>, conn: ConnInfo, req: Request<Incoming>, host: &str) -> Response<Body> {
+pub async fn handle(
+    relay: Arc<Relay>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+    host: &str,
+) -> Response<Body> {
     let Some(ns) = relay.namespace_for(host) else {
         return reply(404, &format!("No namespace is served at host '{host}'"));
     };
@@ -350,11 +393,23 @@ pub async fn handle(relay: Arc<Relay>, conn: ConnInfo, req: Request<Incoming>, h
         .or_else(|| req.headers().get("servicebusauthorization"))
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    if let Err(e) = authorize(&ns, None, token.as_deref(), Rights::MANAGE, now_secs(), relay.opts.clock_skew.as_secs()) {
+    if let Err(e) = authorize(
+        &ns,
+        None,
+        token.as_deref(),
+        Rights::MANAGE,
+        now_secs(),
+        relay.opts.clock_skew.as_secs(),
+    ) {
         relay.limiter.failed(conn.remote.ip(), "$hyrelay");
         return reply(e.status(), &format!("management API: {e}"));
     }
-    let path = req.uri().path().trim_start_matches("/$hyrelay").trim_matches('/').to_string();
+    let path = req
+        .uri()
+        .path()
+        .trim_start_matches("/$hyrelay")
+        .trim_matches('/')
+        .to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let method = req.method().clone();
     let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
@@ -370,7 +425,10 @@ pub async fn handle(relay: Arc<Relay>, conn: ConnInfo, req: Request<Incoming>, h
         return json_reply(200, status_json(&relay));
     }
     let Some(dir) = relay.opts.data_dir.clone() else {
-        return reply(501, "this relay keeps no data directory: run-time management is off");
+        return reply(
+            501,
+            "this relay keeps no data directory: run-time management is off",
+        );
     };
     let mut state = match State::load(&dir) {
         Ok(s) => s,
@@ -400,15 +458,28 @@ pub async fn handle(relay: Arc<Relay>, conn: ConnInfo, req: Request<Incoming>, h
         ("hycos", Method::PUT) => {
             let rca = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
-                .and_then(|v| v.get("requires_client_authorization").and_then(|b| b.as_bool()))
+                .and_then(|v| {
+                    v.get("requires_client_authorization")
+                        .and_then(|b| b.as_bool())
+                })
                 .unwrap_or(true);
             ops.create_hc(&rest, rca).map(|v| (201, json!(v), true))
         }
-        ("hycos", Method::DELETE) => ops.delete_hc(&rest).map(|_| (200, json!({"deleted": rest}), true)),
-        ("policies", Method::GET) if rest.is_empty() => ops
-            .list_policies(hyco.as_deref())
-            .map(|v| (200, json!(v.iter().map(policy_json).collect::<Vec<_>>()), false)),
-        ("policies", Method::GET) => ops.policy(&rest, hyco.as_deref()).map(|r| (200, policy_json(&r), false)),
+        ("hycos", Method::DELETE) => ops
+            .delete_hc(&rest)
+            .map(|_| (200, json!({"deleted": rest}), true)),
+        ("policies", Method::GET) if rest.is_empty() => {
+            ops.list_policies(hyco.as_deref()).map(|v| {
+                (
+                    200,
+                    json!(v.iter().map(policy_json).collect::<Vec<_>>()),
+                    false,
+                )
+            })
+        }
+        ("policies", Method::GET) => ops
+            .policy(&rest, hyco.as_deref())
+            .map(|r| (200, policy_json(&r), false)),
         ("policies", Method::PUT) => {
             let rights = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
@@ -416,21 +487,28 @@ pub async fn handle(relay: Arc<Relay>, conn: ConnInfo, req: Request<Incoming>, h
                 .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
                 .unwrap_or_default();
             match Rights::parse_list(&rights.join(",")) {
-                Ok(r) => ops.create_policy(&rest, r, hyco.as_deref()).map(|r| (201, policy_json(&r), true)),
+                Ok(r) => ops
+                    .create_policy(&rest, r, hyco.as_deref())
+                    .map(|r| (201, policy_json(&r), true)),
                 Err(e) => Err(err(400, e)),
             }
         }
         ("policies", Method::DELETE) => ops
             .delete_policy(&rest, hyco.as_deref())
             .map(|_| (200, json!({"deleted": rest}), true)),
-        ("keys", Method::GET) => ops.policy(&rest, hyco.as_deref()).map(|r| (200, policy_json(&r), false)),
+        ("keys", Method::GET) => ops
+            .policy(&rest, hyco.as_deref())
+            .map(|r| (200, policy_json(&r), false)),
         ("keys", Method::POST) => {
             let name = rest.trim_end_matches("/renew").to_string();
             let secondary = query_param(&query, "which").as_deref() == Some("secondary");
             ops.renew_key(&name, hyco.as_deref(), secondary)
                 .map(|r| (200, policy_json(&r), true))
         }
-        _ => Err(err(404, format!("no management operation {method} /$hyrelay/{path}"))),
+        _ => Err(err(
+            404,
+            format!("no management operation {method} /$hyrelay/{path}"),
+        )),
     };
     match result {
         Ok((status, v, changed)) => {

@@ -114,10 +114,7 @@ impl Namespace {
             path,
             self.hybrid_connections.iter().map(|h| h.name.as_str()),
         )?;
-        let hc = self
-            .hybrid_connections
-            .iter()
-            .find(|h| h.name == name)?;
+        let hc = self.hybrid_connections.iter().find(|h| h.name == name)?;
         Some((hc, suffix))
     }
 
@@ -217,7 +214,10 @@ mod tests {
         Namespace {
             name: "ns".into(),
             hosts: vec!["relay.example".into(), "127.0.0.1".into()],
-            rules: vec![Rule::generate("root", Rights::ALL), Rule::generate("l", Rights::LISTEN)],
+            rules: vec![
+                Rule::generate("root", Rights::ALL),
+                Rule::generate("l", Rights::LISTEN),
+            ],
             hybrid_connections: vec![HybridConnection {
                 name: "hc".into(),
                 requires_client_authorization: true,
@@ -235,40 +235,96 @@ mod tests {
         let hc = n.hc("hc");
         let now = 1_000_000;
         let root = &n.rules[0];
-        let t = sign("http://relay.example:443/hc", "root", &root.primary_key, now + 60);
+        let t = sign(
+            "http://relay.example:443/hc",
+            "root",
+            &root.primary_key,
+            now + 60,
+        );
         assert!(authorize(&n, hc, Some(&t), Rights::LISTEN, now, 0).is_ok());
         let t2 = sign("sb://RELAY.example", "root", &root.secondary_key, now + 60);
         assert!(authorize(&n, hc, Some(&t2), Rights::SEND, now, 0).is_ok());
         // wrong key
         let bad = sign("http://relay.example/hc", "root", "nope", now + 60);
-        assert_eq!(authorize(&n, hc, Some(&bad), Rights::SEND, now, 0), Err(TokenError::InvalidSignature));
+        assert_eq!(
+            authorize(&n, hc, Some(&bad), Rights::SEND, now, 0),
+            Err(TokenError::InvalidSignature)
+        );
         // expired
-        let old = sign("http://relay.example/hc", "root", &root.primary_key, now - 10);
-        assert!(matches!(authorize(&n, hc, Some(&old), Rights::SEND, now, 0), Err(TokenError::Expired { .. })));
+        let old = sign(
+            "http://relay.example/hc",
+            "root",
+            &root.primary_key,
+            now - 10,
+        );
+        assert!(matches!(
+            authorize(&n, hc, Some(&old), Rights::SEND, now, 0),
+            Err(TokenError::Expired { .. })
+        ));
         assert!(authorize(&n, hc, Some(&old), Rights::SEND, now, 30).is_ok());
         // wrong rights
-        let l = sign("http://relay.example/hc", "l", &n.rules[1].primary_key, now + 60);
+        let l = sign(
+            "http://relay.example/hc",
+            "l",
+            &n.rules[1].primary_key,
+            now + 60,
+        );
         let e = authorize(&n, hc, Some(&l), Rights::SEND, now, 0).unwrap_err();
         assert_eq!(e.status(), 403);
         // entity rule
-        let s = sign("http://relay.example/hc", "s", &n.hybrid_connections[0].rules[0].primary_key, now + 60);
+        let s = sign(
+            "http://relay.example/hc",
+            "s",
+            &n.hybrid_connections[0].rules[0].primary_key,
+            now + 60,
+        );
         assert!(authorize(&n, hc, Some(&s), Rights::SEND, now, 0).is_ok());
-        assert_eq!(authorize(&n, hc, Some(&s), Rights::LISTEN, now, 0).unwrap_err().status(), 403);
+        assert_eq!(
+            authorize(&n, hc, Some(&s), Rights::LISTEN, now, 0)
+                .unwrap_err()
+                .status(),
+            403
+        );
         // wrong audience
-        let w = sign("http://relay.example/other", "root", &root.primary_key, now + 60);
-        assert!(matches!(authorize(&n, hc, Some(&w), Rights::SEND, now, 0), Err(TokenError::WrongAudience(_))));
-        let wh = sign("http://evil.example/hc", "root", &root.primary_key, now + 60);
-        assert!(matches!(authorize(&n, hc, Some(&wh), Rights::SEND, now, 0), Err(TokenError::WrongAudience(_))));
+        let w = sign(
+            "http://relay.example/other",
+            "root",
+            &root.primary_key,
+            now + 60,
+        );
+        assert!(matches!(
+            authorize(&n, hc, Some(&w), Rights::SEND, now, 0),
+            Err(TokenError::WrongAudience(_))
+        ));
+        let wh = sign(
+            "http://evil.example/hc",
+            "root",
+            &root.primary_key,
+            now + 60,
+        );
+        assert!(matches!(
+            authorize(&n, hc, Some(&wh), Rights::SEND, now, 0),
+            Err(TokenError::WrongAudience(_))
+        ));
         // unknown rule, missing
         let u = sign("http://relay.example/hc", "ghost", "k", now + 60);
-        assert!(matches!(authorize(&n, hc, Some(&u), Rights::SEND, now, 0), Err(TokenError::UnknownRule(_))));
-        assert_eq!(authorize(&n, hc, None, Rights::SEND, now, 0), Err(TokenError::Missing));
+        assert!(matches!(
+            authorize(&n, hc, Some(&u), Rights::SEND, now, 0),
+            Err(TokenError::UnknownRule(_))
+        ));
+        assert_eq!(
+            authorize(&n, hc, None, Rights::SEND, now, 0),
+            Err(TokenError::Missing)
+        );
     }
 
     #[test]
     fn lookup() {
         let n = ns();
-        assert_eq!(n.find_hc("HC/x/y").map(|(h, s)| (h.name.clone(), s)), Some(("hc".into(), "/x/y".into())));
+        assert_eq!(
+            n.find_hc("HC/x/y").map(|(h, s)| (h.name.clone(), s)),
+            Some(("hc".into(), "/x/y".into()))
+        );
         assert!(n.serves("RELAY.example:9443"));
         assert!(!n.serves("other"));
     }

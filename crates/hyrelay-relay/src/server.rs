@@ -28,10 +28,13 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// Binds `addr`, with a clear error naming the address.
-    pub async fn bind(addr: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) -> std::io::Result<Endpoint> {
-        let listener = TcpListener::bind(addr).await.map_err(|e| {
-            std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-        })?;
+    pub async fn bind(
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> std::io::Result<Endpoint> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         Ok(Endpoint {
             listener,
             tls: tls.map(TlsAcceptor::from),
@@ -62,17 +65,19 @@ pub async fn serve(relay: Arc<Relay>, ep: Endpoint) {
         tokio::spawn(async move {
             let stream = match tls {
                 None => Stream::Plain(tcp),
-                Some(acc) => match tokio::time::timeout(Duration::from_secs(10), acc.accept(tcp)).await {
-                    Ok(Ok(s)) => Stream::ServerTls(Box::new(s)),
-                    Ok(Err(e)) => {
-                        tracing::debug!(%remote, "TLS handshake failed: {e}");
-                        return;
+                Some(acc) => {
+                    match tokio::time::timeout(Duration::from_secs(10), acc.accept(tcp)).await {
+                        Ok(Ok(s)) => Stream::ServerTls(Box::new(s)),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%remote, "TLS handshake failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%remote, "TLS handshake timed out");
+                            return;
+                        }
                     }
-                    Err(_) => {
-                        tracing::debug!(%remote, "TLS handshake timed out");
-                        return;
-                    }
-                },
+                }
             };
             let info = ConnInfo {
                 remote,

@@ -95,17 +95,34 @@ pub async fn run_control(relay: Arc<Relay>, up: Upgraded, meta: ListenMeta) {
             .writer
             .lock()
             .await
-            .close(1008, &format!("Listener quota exceeded: {n} listeners are connected to '{}'", meta.hc))
+            .close(
+                1008,
+                &format!(
+                    "Listener quota exceeded: {n} listeners are connected to '{}'",
+                    meta.hc
+                ),
+            )
             .await;
         return;
     }
     relay.counters.listens.fetch_add(1, Ordering::Relaxed);
     tracing::info!(entity = %meta.entity, listener = %meta.tracking_id, remote = %meta.remote, "listener connected");
-    let outcome = serve(&relay, &mut reader, &handle.writer, Some((&handle, &mut rx)), false).await;
+    let outcome = serve(
+        &relay,
+        &mut reader,
+        &handle.writer,
+        Some((&handle, &mut rx)),
+        false,
+    )
+    .await;
     relay.unregister(handle.serial, &handle.entity);
     match outcome {
-        Ok(()) => tracing::info!(entity = %meta.entity, listener = %meta.tracking_id, "listener disconnected"),
-        Err(e) => tracing::info!(entity = %meta.entity, listener = %meta.tracking_id, "listener control channel ended: {e}"),
+        Ok(()) => {
+            tracing::info!(entity = %meta.entity, listener = %meta.tracking_id, "listener disconnected")
+        }
+        Err(e) => {
+            tracing::info!(entity = %meta.entity, listener = %meta.tracking_id, "listener control channel ended: {e}")
+        }
     }
 }
 
@@ -156,13 +173,21 @@ async fn deliver(w: &Writer, d: Delivery) -> std::io::Result<()> {
                 if data.is_empty() {
                     continue;
                 }
-                let op = if first { OpCode::Binary } else { OpCode::Continuation };
+                let op = if first {
+                    OpCode::Binary
+                } else {
+                    OpCode::Continuation
+                };
                 g.frame(false, op, &data).await?;
                 first = false;
             }
         }
     }
-    let op = if first { OpCode::Binary } else { OpCode::Continuation };
+    let op = if first {
+        OpCode::Binary
+    } else {
+        OpCode::Continuation
+    };
     g.frame(true, op, &[]).await
 }
 
@@ -192,7 +217,11 @@ async fn next_data_header(reader: &mut Reader, w: &Writer) -> Result<Option<Fram
             OpCode::Close => {
                 let p = reader.payload(125).await.map_err(|e| e.to_string())?;
                 let code = CloseFrame::parse(&p).and_then(|c| c.code).unwrap_or(1000);
-                let code = if code == 1005 || code == 1006 { 1000 } else { code };
+                let code = if code == 1005 || code == 1006 {
+                    1000
+                } else {
+                    code
+                };
                 let _ = w.lock().await.close(code, "").await;
                 return Ok(None);
             }
@@ -205,7 +234,10 @@ async fn serve(
     relay: &Arc<Relay>,
     reader: &mut Reader,
     w: &Writer,
-    mut control: Option<(&Arc<ListenerHandle>, &mut mpsc::UnboundedReceiver<ControlSignal>)>,
+    mut control: Option<(
+        &Arc<ListenerHandle>,
+        &mut mpsc::UnboundedReceiver<ControlSignal>,
+    )>,
     close_after_response: bool,
 ) -> Result<(), String> {
     let grace = relay.opts.limits.token_grace;
@@ -214,7 +246,9 @@ async fn serve(
         let header = match control.as_mut() {
             Some((handle, rx)) => {
                 let exp = handle.expiry.load(Ordering::Relaxed);
-                let deadline_secs = exp.saturating_add(grace.as_secs()).saturating_sub(now_secs());
+                let deadline_secs = exp
+                    .saturating_add(grace.as_secs())
+                    .saturating_sub(now_secs());
                 let sleep = tokio::time::sleep(Duration::from_secs(deadline_secs.max(1)));
                 tokio::select! {
                     h = next_data_header(reader, w) => h?,
@@ -252,11 +286,19 @@ async fn serve(
                         return Ok(());
                     };
                     if c.opcode != OpCode::Continuation {
-                        let _ = w.lock().await.close(1002, "expected a continuation frame").await;
+                        let _ = w
+                            .lock()
+                            .await
+                            .close(1002, "expected a continuation frame")
+                            .await;
                         return Err("protocol error: expected continuation".into());
                     }
                     if msg.len() as u64 + c.len > limit as u64 {
-                        let _ = w.lock().await.close(1009, "control message too large").await;
+                        let _ = w
+                            .lock()
+                            .await
+                            .close(1009, "control message too large")
+                            .await;
                         return Err("control message too large".into());
                     }
                     msg.extend_from_slice(&reader.payload(limit).await.map_err(|e| e.to_string())?);
@@ -265,7 +307,11 @@ async fn serve(
                 let text = match std::str::from_utf8(&msg) {
                     Ok(t) => t,
                     Err(_) => {
-                        let _ = w.lock().await.close(1007, "control message is not UTF-8").await;
+                        let _ = w
+                            .lock()
+                            .await
+                            .close(1007, "control message is not UTF-8")
+                            .await;
                         return Err("invalid UTF-8 in a control message".into());
                     }
                 };
@@ -308,7 +354,14 @@ async fn serve(
                         let ns = model.iter().find(|n| n.name == handle.namespace);
                         let hc = ns.and_then(|n| n.hc(&handle.hc));
                         let res = match ns {
-                            Some(ns) => authorize(ns, hc, Some(&tok), Rights::LISTEN, now_secs(), relay.opts.clock_skew.as_secs()),
+                            Some(ns) => authorize(
+                                ns,
+                                hc,
+                                Some(&tok),
+                                Rights::LISTEN,
+                                now_secs(),
+                                relay.opts.clock_skew.as_secs(),
+                            ),
                             None => Err(hyrelay_hc::sas::TokenError::Missing),
                         };
                         match res {
@@ -318,7 +371,11 @@ async fn serve(
                             }
                             Err(e) => {
                                 tracing::info!(entity = %handle.entity, listener = %handle.tracking_id, "renewToken rejected ({e}): closing with 1008");
-                                let _ = w.lock().await.close(1008, &format!("renewToken rejected: {e}")).await;
+                                let _ = w
+                                    .lock()
+                                    .await
+                                    .close(1008, &format!("renewToken rejected: {e}"))
+                                    .await;
                                 return Ok(());
                             }
                         }
@@ -334,7 +391,12 @@ async fn serve(
             }
             _ => {
                 // A binary message or stray continuation outside a response: skip it.
-                while reader.chunk(64 * 1024).await.map_err(|e| e.to_string())?.is_some() {}
+                while reader
+                    .chunk(64 * 1024)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_some()
+                {}
             }
         }
     }
@@ -353,9 +415,16 @@ async fn relay_body(
         return Ok(());
     };
     if h.fin && h.len <= FULL_BODY_MAX {
-        let body = reader.payload(FULL_BODY_MAX as usize).await.map_err(|e| e.to_string())?;
+        let body = reader
+            .payload(FULL_BODY_MAX as usize)
+            .await
+            .map_err(|e| e.to_string())?;
         if let Some(s) = sender {
-            let b = if body.is_empty() { ResponseBody::Empty } else { ResponseBody::Full(body) };
+            let b = if body.is_empty() {
+                ResponseBody::Empty
+            } else {
+                ResponseBody::Full(body)
+            };
             let _ = s.send(start(b));
         }
         return Ok(());
@@ -372,11 +441,21 @@ async fn relay_body(
             let c = match c {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => {
-                    let _ = tx.send(Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, e.to_string()))).await;
+                    let _ = tx
+                        .send(Err(std::io::Error::new(
+                            std::io::ErrorKind::BrokenPipe,
+                            e.to_string(),
+                        )))
+                        .await;
                     return Err(e.to_string());
                 }
                 Err(e) => {
-                    let _ = tx.send(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, e.clone()))).await;
+                    let _ = tx
+                        .send(Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            e.clone(),
+                        )))
+                        .await;
                     return Err(e);
                 }
             };
@@ -394,11 +473,21 @@ async fn relay_body(
         match next {
             Ok(Ok(Some(n))) if n.opcode == OpCode::Continuation => h = n,
             Ok(Ok(Some(_))) => {
-                let _ = tx.send(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "listener started a new message inside a response body"))).await;
+                let _ = tx
+                    .send(Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "listener started a new message inside a response body",
+                    )))
+                    .await;
                 return Err("protocol error: new message inside a body".into());
             }
             Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
-                let _ = tx.send(Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "listener went away during the response body"))).await;
+                let _ = tx
+                    .send(Err(std::io::Error::new(
+                        std::io::ErrorKind::BrokenPipe,
+                        "listener went away during the response body",
+                    )))
+                    .await;
                 return Err("listener went away during a response body".into());
             }
         }

@@ -320,14 +320,21 @@ mod tests {
 
     #[test]
     fn rfc_accept_key() {
-        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     #[test]
     fn rfc_examples() {
         // A single-frame masked text message "Hello".
-        let mut b = vec![0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
-        let (h, n) = FrameHeader::parse(&b, Expect::Masked, 1 << 20).unwrap().unwrap();
+        let mut b = vec![
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
+        let (h, n) = FrameHeader::parse(&b, Expect::Masked, 1 << 20)
+            .unwrap()
+            .unwrap();
         assert_eq!(n, 6);
         assert_eq!(h.len, 5);
         assert_eq!(h.opcode, OpCode::Text);
@@ -337,28 +344,65 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert_eq!(FrameHeader::parse(&[0xC1, 0x80], Expect::Either, 10), Err(FrameError::ReservedBits));
-        assert_eq!(FrameHeader::parse(&[0x83, 0x00], Expect::Either, 10), Err(FrameError::UnknownOpCode(3)));
-        assert_eq!(FrameHeader::parse(&[0x09, 0x00], Expect::Either, 10), Err(FrameError::BadControlFrame));
-        assert_eq!(FrameHeader::parse(&[0x89, 126, 0, 126], Expect::Either, 1000), Err(FrameError::BadControlFrame));
-        assert_eq!(FrameHeader::parse(&[0x82, 0x01], Expect::Masked, 10), Err(FrameError::BadMask));
-        assert_eq!(FrameHeader::parse(&[0x82, 0x81, 0, 0, 0, 0], Expect::Unmasked, 10), Err(FrameError::BadMask));
-        assert_eq!(FrameHeader::parse(&[0x82, 126, 0, 5], Expect::Either, 1000), Err(FrameError::BadLength));
         assert_eq!(
-            FrameHeader::parse(&[0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 0], Expect::Either, u64::MAX),
+            FrameHeader::parse(&[0xC1, 0x80], Expect::Either, 10),
+            Err(FrameError::ReservedBits)
+        );
+        assert_eq!(
+            FrameHeader::parse(&[0x83, 0x00], Expect::Either, 10),
+            Err(FrameError::UnknownOpCode(3))
+        );
+        assert_eq!(
+            FrameHeader::parse(&[0x09, 0x00], Expect::Either, 10),
+            Err(FrameError::BadControlFrame)
+        );
+        assert_eq!(
+            FrameHeader::parse(&[0x89, 126, 0, 126], Expect::Either, 1000),
+            Err(FrameError::BadControlFrame)
+        );
+        assert_eq!(
+            FrameHeader::parse(&[0x82, 0x01], Expect::Masked, 10),
+            Err(FrameError::BadMask)
+        );
+        assert_eq!(
+            FrameHeader::parse(&[0x82, 0x81, 0, 0, 0, 0], Expect::Unmasked, 10),
+            Err(FrameError::BadMask)
+        );
+        assert_eq!(
+            FrameHeader::parse(&[0x82, 126, 0, 5], Expect::Either, 1000),
+            Err(FrameError::BadLength)
+        );
+        assert_eq!(
+            FrameHeader::parse(
+                &[0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 0],
+                Expect::Either,
+                u64::MAX
+            ),
             Err(FrameError::BadLength)
         );
         assert_eq!(
             FrameHeader::parse(&[0x82, 126, 1, 0], Expect::Either, 100),
-            Err(FrameError::TooLarge { len: 256, limit: 100 })
+            Err(FrameError::TooLarge {
+                len: 256,
+                limit: 100
+            })
         );
         assert_eq!(FrameHeader::parse(&[0x82], Expect::Either, 10), Ok(None));
-        assert_eq!(FrameHeader::parse(&[0x82, 0x81, 1], Expect::Masked, 10), Ok(None));
+        assert_eq!(
+            FrameHeader::parse(&[0x82, 0x81, 1], Expect::Masked, 10),
+            Ok(None)
+        );
     }
 
     #[test]
     fn close_payloads() {
-        assert_eq!(CloseFrame::parse(&CloseFrame::encode(1008, "token expired")), Some(CloseFrame { code: Some(1008), reason: "token expired".into() }));
+        assert_eq!(
+            CloseFrame::parse(&CloseFrame::encode(1008, "token expired")),
+            Some(CloseFrame {
+                code: Some(1008),
+                reason: "token expired".into()
+            })
+        );
         assert_eq!(CloseFrame::parse(&[3]), None);
         assert_eq!(CloseFrame::parse(&[3, 232, 0xff]), None);
         assert!(CloseFrame::encode(1000, &"é".repeat(100)).len() <= 125);

@@ -14,7 +14,12 @@ use clap::{Parser, Subcommand};
 /// connection string; `hyrelay hyco create NAME` adds a hybrid connection; point any Azure
 /// Relay Hybrid Connections client (hyco-ws, hyco-https, Microsoft.Azure.Relay) at it.
 #[derive(Parser)]
-#[command(name = "hyrelay", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "hyrelay",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -29,7 +34,14 @@ pub struct Target {
     pub data_dir: Option<PathBuf>,
     /// Act on a running relay through its management API, authenticating with this
     /// connection string (its rule needs Manage rights).
-    #[arg(short = 'x', long = "connection-string", global = true, value_name = "CONNECTION_STRING", env = "HYRELAY_CONNECTION_STRING", hide_env_values = true)]
+    #[arg(
+        short = 'x',
+        long = "connection-string",
+        global = true,
+        value_name = "CONNECTION_STRING",
+        env = "HYRELAY_CONNECTION_STRING",
+        hide_env_values = true
+    )]
     pub connection_string: Option<String>,
     /// CA certificate to trust when -x names a TLS endpoint (e.g. DIR/ca.pem of `hyrelay up`).
     #[arg(long, global = true, value_name = "PEM")]
@@ -74,7 +86,10 @@ fn init_logs() {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logs();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

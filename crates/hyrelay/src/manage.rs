@@ -130,7 +130,12 @@ pub struct ConnStrArgs {
 #[derive(clap::Args)]
 pub struct TokenArgs {
     /// Connection string with SharedAccessKeyName and SharedAccessKey.
-    #[arg(long, value_name = "CS", env = "HYRELAY_CONNECTION_STRING", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "CS",
+        env = "HYRELAY_CONNECTION_STRING",
+        hide_env_values = true
+    )]
     connection_string: String,
     /// Scope the token to this hybrid connection (default: EntityPath, else the namespace).
     #[arg(long)]
@@ -141,11 +146,16 @@ pub struct TokenArgs {
 }
 
 fn data_dir(t: &Target) -> PathBuf {
-    t.data_dir.clone().unwrap_or_else(|| PathBuf::from(".hyrelay"))
+    t.data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(".hyrelay"))
 }
 
 /// Runs an offline operation on the data directory's state.
-fn offline<T>(t: &Target, f: impl FnOnce(&mut Ops) -> Result<(T, bool), hyrelay_relay::mgmt::OpError>) -> Result<T> {
+fn offline<T>(
+    t: &Target,
+    f: impl FnOnce(&mut Ops) -> Result<(T, bool), hyrelay_relay::mgmt::OpError>,
+) -> Result<T> {
     let dir = data_dir(t);
     if !State::path(&dir).exists() {
         bail!(
@@ -174,11 +184,16 @@ fn offline<T>(t: &Target, f: impl FnOnce(&mut Ops) -> Result<(T, bool), hyrelay_
 
 /// Calls the management API of a running relay.
 async fn api(t: &Target, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
-    let cs_text = t.connection_string.as_deref().context("no -x connection string")?;
+    let cs_text = t
+        .connection_string
+        .as_deref()
+        .context("no -x connection string")?;
     let cs = ConnectionString::parse(cs_text)?;
     let (name, key) = match (&cs.key_name, &cs.key) {
         (Some(n), Some(k)) => (n.clone(), k.clone()),
-        _ => bail!("the connection string needs SharedAccessKeyName and SharedAccessKey (a Manage rule)"),
+        _ => bail!(
+            "the connection string needs SharedAccessKeyName and SharedAccessKey (a Manage rule)"
+        ),
     };
     let expiry = hyrelay_relay::core::now_secs() + 300;
     let token = sas::sign(&format!("http://{}/", cs.host), &name, &key, expiry);
@@ -189,7 +204,10 @@ async fn api(t: &Target, method: &str, path: &str, body: Option<Value>) -> Resul
         cs.authority(),
         body_text.len()
     );
-    let addr = format!("{}:{port}", cs.host.trim_start_matches('[').trim_end_matches(']'));
+    let addr = format!(
+        "{}:{port}",
+        cs.host.trim_start_matches('[').trim_end_matches(']')
+    );
     let raw = match plain_call(&addr, &req).await {
         Ok(r) if r.starts_with(b"HTTP/1.") => r,
         _ => tls_call(&addr, &cs.host, &req, t.ca.as_ref()).await?,
@@ -197,7 +215,11 @@ async fn api(t: &Target, method: &str, path: &str, body: Option<Value>) -> Resul
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status_line = head.lines().next().unwrap_or("");
-    let code: u16 = status_line.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let code: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     if !(200..300).contains(&code) {
         bail!("relay answered {}: {}", status_line.trim(), body.trim());
     }
@@ -205,10 +227,13 @@ async fn api(t: &Target, method: &str, path: &str, body: Option<Value>) -> Resul
 }
 
 async fn plain_call(addr: &str, req: &str) -> Result<Vec<u8>> {
-    let mut s = tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(addr))
-        .await
-        .context("connect timed out")?
-        .with_context(|| format!("cannot reach the relay at {addr}"))?;
+    let mut s = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    .context("connect timed out")?
+    .with_context(|| format!("cannot reach the relay at {addr}"))?;
     s.write_all(req.as_bytes()).await?;
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out))
@@ -222,12 +247,18 @@ async fn tls_call(addr: &str, host: &str, req: &str, ca: Option<&PathBuf>) -> Re
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| format!("cannot reach the relay at {addr}"))?;
-    let name = rustls::pki_types::ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_string())
-        .map_err(|e| anyhow!("bad host name {host}: {e}"))?;
+    let name = rustls::pki_types::ServerName::try_from(
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+    )
+    .map_err(|e| anyhow!("bad host name {host}: {e}"))?;
     let mut s = tokio_rustls::TlsConnector::from(cfg)
         .connect(name, tcp)
         .await
-        .with_context(|| format!("TLS to {addr} failed (pass --ca DIR/ca.pem for a development certificate)"))?;
+        .with_context(|| {
+            format!("TLS to {addr} failed (pass --ca DIR/ca.pem for a development certificate)")
+        })?;
     s.write_all(req.as_bytes()).await?;
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out)).await;
@@ -244,11 +275,24 @@ fn hyco_q(h: &Option<String>) -> String {
 
 pub async fn hyco(c: HycoCmd) -> Result<()> {
     match c {
-        HycoCmd::Create { name, no_client_auth, target } => {
+        HycoCmd::Create {
+            name,
+            no_client_auth,
+            target,
+        } => {
             let v = if target.connection_string.is_some() {
-                api(&target, "PUT", &format!("hycos/{name}"), Some(json!({"requires_client_authorization": !no_client_auth}))).await?
+                api(
+                    &target,
+                    "PUT",
+                    &format!("hycos/{name}"),
+                    Some(json!({"requires_client_authorization": !no_client_auth})),
+                )
+                .await?
             } else {
-                offline(&target, |o| o.create_hc(&name, !no_client_auth).map(|v| (json!(v), true)))?
+                offline(&target, |o| {
+                    o.create_hc(&name, !no_client_auth)
+                        .map(|v| (json!(v), true))
+                })?
             };
             print(&v);
         }
@@ -269,7 +313,10 @@ pub async fn hyco(c: HycoCmd) -> Result<()> {
                         v.into_iter()
                             .find(|h| h.name.eq_ignore_ascii_case(&name))
                             .map(|h| (json!(h), false))
-                            .ok_or(hyrelay_relay::mgmt::OpError { status: 404, message: format!("hybrid connection '{name}' does not exist") })
+                            .ok_or(hyrelay_relay::mgmt::OpError {
+                                status: 404,
+                                message: format!("hybrid connection '{name}' does not exist"),
+                            })
                     })
                 })?
             };
@@ -301,12 +348,26 @@ fn strip_keys(mut v: Value) -> Value {
 
 pub async fn policy(c: PolicyCmd) -> Result<()> {
     match c {
-        PolicyCmd::Create { name, rights, hyco, target } => {
+        PolicyCmd::Create {
+            name,
+            rights,
+            hyco,
+            target,
+        } => {
             let r = Rights::parse_list(&rights).map_err(|e| anyhow!(e))?;
             let v = if target.connection_string.is_some() {
-                api(&target, "PUT", &format!("policies/{name}{}", hyco_q(&hyco)), Some(json!({"rights": r.names()}))).await?
+                api(
+                    &target,
+                    "PUT",
+                    &format!("policies/{name}{}", hyco_q(&hyco)),
+                    Some(json!({"rights": r.names()})),
+                )
+                .await?
             } else {
-                offline(&target, |o| o.create_policy(&name, r, hyco.as_deref()).map(|r| (policy_json(&r), true)))?
+                offline(&target, |o| {
+                    o.create_policy(&name, r, hyco.as_deref())
+                        .map(|r| (policy_json(&r), true))
+                })?
             };
             print(&v);
         }
@@ -314,15 +375,26 @@ pub async fn policy(c: PolicyCmd) -> Result<()> {
             let v = if target.connection_string.is_some() {
                 api(&target, "GET", &format!("policies{}", hyco_q(&hyco)), None).await?
             } else {
-                offline(&target, |o| o.list_policies(hyco.as_deref()).map(|v| (json!(v.iter().map(policy_json).collect::<Vec<_>>()), false)))?
+                offline(&target, |o| {
+                    o.list_policies(hyco.as_deref())
+                        .map(|v| (json!(v.iter().map(policy_json).collect::<Vec<_>>()), false))
+                })?
             };
             print(&strip_keys(v));
         }
         PolicyCmd::Delete { name, hyco, target } => {
             if target.connection_string.is_some() {
-                api(&target, "DELETE", &format!("policies/{name}{}", hyco_q(&hyco)), None).await?;
+                api(
+                    &target,
+                    "DELETE",
+                    &format!("policies/{name}{}", hyco_q(&hyco)),
+                    None,
+                )
+                .await?;
             } else {
-                offline(&target, |o| o.delete_policy(&name, hyco.as_deref()).map(|_| ((), true)))?;
+                offline(&target, |o| {
+                    o.delete_policy(&name, hyco.as_deref()).map(|_| ((), true))
+                })?;
             }
             println!("deleted policy '{name}'");
         }
@@ -332,21 +404,49 @@ pub async fn policy(c: PolicyCmd) -> Result<()> {
 
 pub async fn keys(c: KeysCmd) -> Result<()> {
     match c {
-        KeysCmd::Show { policy, hyco, target } => {
+        KeysCmd::Show {
+            policy,
+            hyco,
+            target,
+        } => {
             let v = if target.connection_string.is_some() {
-                api(&target, "GET", &format!("keys/{policy}{}", hyco_q(&hyco)), None).await?
+                api(
+                    &target,
+                    "GET",
+                    &format!("keys/{policy}{}", hyco_q(&hyco)),
+                    None,
+                )
+                .await?
             } else {
-                offline(&target, |o| o.policy(&policy, hyco.as_deref()).map(|r| (policy_json(&r), false)))?
+                offline(&target, |o| {
+                    o.policy(&policy, hyco.as_deref())
+                        .map(|r| (policy_json(&r), false))
+                })?
             };
             print(&v);
         }
-        KeysCmd::Renew { policy, primary: _, secondary, hyco, target } => {
+        KeysCmd::Renew {
+            policy,
+            primary: _,
+            secondary,
+            hyco,
+            target,
+        } => {
             let v = if target.connection_string.is_some() {
                 let which = if secondary { "secondary" } else { "primary" };
                 let sep = if hyco.is_some() { "&" } else { "?" };
-                api(&target, "POST", &format!("keys/{policy}/renew{}{sep}which={which}", hyco_q(&hyco)), None).await?
+                api(
+                    &target,
+                    "POST",
+                    &format!("keys/{policy}/renew{}{sep}which={which}", hyco_q(&hyco)),
+                    None,
+                )
+                .await?
             } else {
-                offline(&target, |o| o.renew_key(&policy, hyco.as_deref(), secondary).map(|r| (policy_json(&r), true)))?
+                offline(&target, |o| {
+                    o.renew_key(&policy, hyco.as_deref(), secondary)
+                        .map(|r| (policy_json(&r), true))
+                })?
             };
             print(&v);
         }
@@ -356,17 +456,36 @@ pub async fn keys(c: KeysCmd) -> Result<()> {
 
 pub async fn connection_string(a: ConnStrArgs) -> Result<()> {
     let rule = if a.target.connection_string.is_some() {
-        let v = api(&a.target, "GET", &format!("keys/{}{}", a.policy, hyco_q(&a.hyco)), None).await?;
+        let v = api(
+            &a.target,
+            "GET",
+            &format!("keys/{}{}", a.policy, hyco_q(&a.hyco)),
+            None,
+        )
+        .await?;
         let cs = ConnectionString::parse(a.target.connection_string.as_deref().unwrap_or(""))?;
-        let key = v.get("primary_key").and_then(Value::as_str).unwrap_or("").to_string();
-        println!("Endpoint=sb://{}/;SharedAccessKeyName={};SharedAccessKey={key}{}", cs.authority(), a.policy, a.hyco.map(|h| format!(";EntityPath={h}")).unwrap_or_default());
+        let key = v
+            .get("primary_key")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        println!(
+            "Endpoint=sb://{}/;SharedAccessKeyName={};SharedAccessKey={key}{}",
+            cs.authority(),
+            a.policy,
+            a.hyco
+                .map(|h| format!(";EntityPath={h}"))
+                .unwrap_or_default()
+        );
         return Ok(());
     } else {
         let hyco = a.hyco.clone();
         let policy = a.policy.clone();
         offline(&a.target, move |o| {
             let r = match &hyco {
-                Some(h) => o.policy(&policy, Some(h)).or_else(|_| o.policy(&policy, None)),
+                Some(h) => o
+                    .policy(&policy, Some(h))
+                    .or_else(|_| o.policy(&policy, None)),
                 None => o.policy(&policy, None),
             }?;
             Ok((r, false))
@@ -377,7 +496,9 @@ pub async fn connection_string(a: ConnStrArgs) -> Result<()> {
         a.endpoint,
         rule.name,
         rule.primary_key,
-        a.hyco.map(|h| format!(";EntityPath={h}")).unwrap_or_default()
+        a.hyco
+            .map(|h| format!(";EntityPath={h}"))
+            .unwrap_or_default()
     );
     Ok(())
 }
@@ -388,7 +509,8 @@ pub fn token(a: TokenArgs) -> Result<()> {
         (Some(n), Some(k)) => (n, k),
         _ => bail!("the connection string needs SharedAccessKeyName and SharedAccessKey"),
     };
-    let ttl = humantime::parse_duration(&a.ttl).with_context(|| format!("--ttl '{}' is not a duration like 1h or 30m", a.ttl))?;
+    let ttl = humantime::parse_duration(&a.ttl)
+        .with_context(|| format!("--ttl '{}' is not a duration like 1h or 30m", a.ttl))?;
     let entity = a.hyco.or(cs.entity_path.clone());
     let resource = match entity {
         Some(e) => format!("http://{}/{}", cs.host, e.trim_matches('/')),

@@ -85,12 +85,22 @@ pub async fn up(a: UpArgs) -> Result<()> {
         .find(|n| n.name == UP_NAMESPACE)
         .and_then(|n| n.rules.iter().find(|r| r.name == ROOT_RULE))
         .context("the data directory has no RootManageSharedAccessKey rule")?;
-    let host = if a.host.contains(':') { format!("[{}]", a.host) } else { a.host.clone() };
-    println!("hyrelay relay, namespace '{UP_NAMESPACE}', data in {}", a.data_dir.display());
+    let host = if a.host.contains(':') {
+        format!("[{}]", a.host)
+    } else {
+        a.host.clone()
+    };
+    println!(
+        "hyrelay relay, namespace '{UP_NAMESPACE}', data in {}",
+        a.data_dir.display()
+    );
     println!("  plain (ws/http):  Endpoint=sb://{host}:{hp}/;SharedAccessKeyName={ROOT_RULE};SharedAccessKey={}", root.primary_key);
     println!("  TLS (wss/https):  Endpoint=sb://{host}:{sp}/;SharedAccessKeyName={ROOT_RULE};SharedAccessKey={}", root.primary_key);
     println!("  trust for TLS:    {}", paths.ca.display());
-    println!("  add a hybrid connection:  hyrelay hyco create NAME --data-dir {}", a.data_dir.display());
+    println!(
+        "  add a hybrid connection:  hyrelay hyco create NAME --data-dir {}",
+        a.data_dir.display()
+    );
     println!("hyrelay ready: http={host}:{hp} https={host}:{sp}");
     tracing::info!("listening on http://{host}:{hp} and https://{host}:{sp}");
     run_servers(relay, vec![http, https]).await
@@ -127,14 +137,21 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
     let cfg = RelayConfig::load(&a.config)?;
     let namespaces = cfg.model(&a.config)?;
     if a.check_config {
-        println!("{}: ok ({} namespaces)", a.config.display(), namespaces.len());
+        println!(
+            "{}: ok ({} namespaces)",
+            a.config.display(),
+            namespaces.len()
+        );
         return Ok(());
     }
     if cfg.store.redis.is_some() {
         bail!("{}: [store] redis is not supported by this build yet (scale-out is issue #8); remove it to run one gateway", a.config.display());
     }
     if cfg.wcf_relay.is_some() {
-        bail!("{}: [wcf_relay] is not supported by this build yet (the WCF Relay face is issue #7)", a.config.display());
+        bail!(
+            "{}: [wcf_relay] is not supported by this build yet (the WCF Relay face is issue #7)",
+            a.config.display()
+        );
     }
     let data_dir = cfg.data_dir.clone();
     let tls_cfg = match (&cfg.tls, cfg.listen.https) {
@@ -144,7 +161,9 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
             Some(tls::server_config(c, k)?)
         }
         (None, Some(addr)) => {
-            let dir = data_dir.clone().context("[listen] https without [tls] needs data_dir for the self-signed certificate")?;
+            let dir = data_dir.clone().context(
+                "[listen] https without [tls] needs data_dir for the self-signed certificate",
+            )?;
             let (p, _) = tls::ensure_dev_cert(&dir, &[addr.ip().to_string()])?;
             let (c, k) = tls::load_pem(&p.cert, &p.key)?;
             Some(tls::server_config(c, k)?)
@@ -167,7 +186,11 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
     if let Some(addr) = cfg.listen.management {
         eps.push(Endpoint::bind(addr, None).await?);
     }
-    let addrs: Vec<String> = eps.iter().filter_map(|e| e.local_addr().ok()).map(|a| a.to_string()).collect();
+    let addrs: Vec<String> = eps
+        .iter()
+        .filter_map(|e| e.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect();
     println!("hyrelay ready: {}", addrs.join(" "));
     run_servers(relay, eps).await
 }
