@@ -75,8 +75,8 @@ fn write_record(r: &Record, out: &mut Vec<u8>) -> Result<(), Error> {
         }
         Record::Element(e) => write_element(e, out)?,
         Record::Attribute(a) => write_attribute(a, out)?,
-        Record::Text(t) => write_text(t, false, false, out)?,
-        Record::TextWithEndElement(t) => write_text(t, true, false, out)?,
+        Record::Text(t) => write_text(t, false, out)?,
+        Record::TextWithEndElement(t) => write_text(t, true, out)?,
     }
     Ok(())
 }
@@ -152,7 +152,7 @@ fn write_attribute(a: &Attribute, out: &mut Vec<u8>) -> Result<(), Error> {
         Attribute::Short { name, value } => {
             out.push(0x04);
             string(name, out)?;
-            write_text(value, false, true, out)
+            write_text(value, false, out)
         }
         Attribute::Prefixed {
             prefix,
@@ -162,12 +162,12 @@ fn write_attribute(a: &Attribute, out: &mut Vec<u8>) -> Result<(), Error> {
             out.push(0x05);
             string(prefix, out)?;
             string(name, out)?;
-            write_text(value, false, true, out)
+            write_text(value, false, out)
         }
         Attribute::ShortDictionary { name, value } => {
             out.push(0x06);
             key(*name, out)?;
-            write_text(value, false, true, out)
+            write_text(value, false, out)
         }
         Attribute::Dictionary {
             prefix,
@@ -177,7 +177,7 @@ fn write_attribute(a: &Attribute, out: &mut Vec<u8>) -> Result<(), Error> {
             out.push(0x07);
             string(prefix, out)?;
             key(*name, out)?;
-            write_text(value, false, true, out)
+            write_text(value, false, out)
         }
         Attribute::ShortXmlns { ns } => {
             out.push(0x08);
@@ -204,7 +204,7 @@ fn write_attribute(a: &Attribute, out: &mut Vec<u8>) -> Result<(), Error> {
         } => {
             out.push(0x0C + prefix.index());
             key(*name, out)?;
-            write_text(value, false, true, out)
+            write_text(value, false, out)
         }
         Attribute::PrefixLetter {
             prefix,
@@ -213,7 +213,7 @@ fn write_attribute(a: &Attribute, out: &mut Vec<u8>) -> Result<(), Error> {
         } => {
             out.push(0x26 + prefix.index());
             string(name, out)?;
-            write_text(value, false, true, out)
+            write_text(value, false, out)
         }
     }
 }
@@ -247,12 +247,7 @@ fn utf16(s: &str) -> Vec<u8> {
     s.encode_utf16().flat_map(u16::to_le_bytes).collect()
 }
 
-pub(crate) fn write_text(
-    t: &Text,
-    with_end: bool,
-    in_value: bool,
-    out: &mut Vec<u8>,
-) -> Result<(), Error> {
+pub(crate) fn write_text(t: &Text, with_end: bool, out: &mut Vec<u8>) -> Result<(), Error> {
     let start = out.len();
     let ty = t.record_type();
     if with_end && matches!(t, Text::List(_)) {
@@ -316,7 +311,7 @@ pub(crate) fn write_text(
                 if matches!(it, Text::List(_)) {
                     return Err(unencodable(out, "list nested in a list"));
                 }
-                write_text(it, false, in_value, out)?;
+                write_text(it, false, out)?;
             }
             out.push(0xA6);
             Ok(())

@@ -126,7 +126,7 @@ impl XmlOut<'_, '_> {
         };
         Ok(match p {
             PrefixRef::None => local.to_owned(),
-            PrefixRef::Str(p) if p.is_empty() => local.to_owned(),
+            PrefixRef::Str("") => local.to_owned(),
             PrefixRef::Str(p) => format!("{p}:{local}"),
             PrefixRef::Letter(l) => format!("{}:{local}", l.as_char()),
         })

@@ -422,7 +422,7 @@ impl ServerSession {
                 }
             }
             (SState::Tail, Record::UpgradeRequest(p)) => {
-                if self.policy.upgrades.iter().any(|u| *u == p) {
+                if self.policy.upgrades.contains(&p) {
                     self.upgrades.push(p.clone());
                     self.state = SState::AwaitUpgradeDecision;
                     Ok(Some(ServerEvent::UpgradeRequested(p)))
