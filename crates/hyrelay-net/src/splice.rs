@@ -189,6 +189,8 @@ async fn pump(
         end = n;
         buf = Some(b);
     }
+    // An empty `Bytes` from hyper can still pin hyper's whole read buffer: let it go now.
+    drop(leftover);
     let mut frame: Option<FrameState> = None;
     let mut guard: Option<tokio::sync::MutexGuard<'_, WriteSide>> = None;
     let mut total: u64 = 0;

@@ -259,3 +259,130 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.io.shutdown().await
     }
 }
+
+/// The answer to a client handshake.
+#[derive(Debug, Clone)]
+pub struct HandshakeResponse {
+    /// HTTP status (101 on success).
+    pub status: u16,
+    /// Reason phrase.
+    pub reason: String,
+    /// Response headers (names lower-cased).
+    pub headers: Vec<(String, String)>,
+    /// Bytes read past the response head (the first frames).
+    pub leftover: Bytes,
+}
+
+impl HandshakeResponse {
+    /// A header value by (lower-case) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Largest response or request head read by the handshake helpers.
+pub const MAX_HEAD: usize = 32 * 1024;
+
+async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> io::Result<(Vec<u8>, Bytes)> {
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = buf.split_to(i + 4);
+            return Ok((head.to_vec(), buf.freeze()));
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(proto_err("HTTP head larger than 32 KiB"));
+        }
+        buf.reserve(1024);
+        if s.read_buf(&mut buf).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
+/// Performs a client WebSocket handshake for `target` (origin form) on an open stream.
+/// A non-101 answer is returned, not an error, so callers can report the relay's status.
+pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    host: &str,
+    target: &str,
+    extra_headers: &[(String, String)],
+) -> io::Result<HandshakeResponse> {
+    let mut key_bytes = [0u8; 16];
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    for (i, b) in key_bytes.iter_mut().enumerate() {
+        *b = (seed >> ((i % 8) * 8)) as u8 ^ (i as u8).wrapping_mul(73);
+    }
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD.encode(key_bytes);
+    let mut req = format!(
+        "GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+    );
+    for (k, v) in extra_headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await?;
+    s.flush().await?;
+    let (head, leftover) = read_head(s).await?;
+    let text = String::from_utf8_lossy(&head);
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let mut parts = status_line.splitn(3, ' ');
+    let _ = parts.next();
+    let status: u16 = parts
+        .next()
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| proto_err(format!("bad status line '{status_line}'")))?;
+    let reason = parts.next().unwrap_or("").to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let resp = HandshakeResponse {
+        status,
+        reason,
+        headers,
+        leftover,
+    };
+    if status == 101 {
+        let expected = hyrelay_ws::accept_key(&key);
+        if resp.header("sec-websocket-accept") != Some(expected.as_str()) {
+            return Err(proto_err("server sent a wrong Sec-WebSocket-Accept"));
+        }
+    }
+    Ok(resp)
+}
+
+/// Accepts a server-side WebSocket handshake on an open stream (for tests and benchmarks
+/// that need a plain WebSocket server). Returns the request target and the leftover bytes.
+pub async fn server_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+) -> io::Result<(String, Bytes)> {
+    let (head, leftover) = read_head(s).await?;
+    let text = String::from_utf8_lossy(&head);
+    let mut lines = text.split("\r\n");
+    let target = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .unwrap_or("/")
+        .to_string();
+    let key = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("sec-websocket-key"))
+        .map(|(_, v)| v.trim().to_string())
+        .ok_or_else(|| proto_err("no Sec-WebSocket-Key"))?;
+    let resp = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        hyrelay_ws::accept_key(&key)
+    );
+    s.write_all(resp.as_bytes()).await?;
+    s.flush().await?;
+    Ok((target, leftover))
+}

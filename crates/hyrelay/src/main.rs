@@ -86,6 +86,11 @@ fn init_logs() {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logs();
+    // A relay holds two sockets per relayed connection: raise the descriptor limit to the
+    // hard limit instead of failing at 1024.
+    if let Ok(n) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::debug!("open file limit: {n}");
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
