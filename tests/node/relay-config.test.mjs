@@ -1,0 +1,84 @@
+// `hyrelay relay --config FILE`: entities, entity-level rules and limits from the file.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { BIN, RawWs, sasToken } from './harness.mjs';
+
+const ROOTKEY = 'cm9vdC1rZXktZm9yLXRoZS1jb25maWctdGVzdC0wMDAwMA==';
+const SENDKEY = 'c2VuZGVyLWtleS1mb3ItdGhlLWNvbmZpZy10ZXN0LTAwMA==';
+let child, dir, addr;
+
+before(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hyrelay-cfg-'));
+  const cfg = path.join(dir, 'relay.toml');
+  fs.writeFileSync(path.join(dir, 'root.key'), ROOTKEY + '\n');
+  fs.writeFileSync(cfg, `
+data_dir = "${dir}/data"
+[listen]
+http = "127.0.0.1:0"
+[limits]
+accept_timeout = "1s"
+listeners_per_entity = 2
+[[namespaces]]
+name = "contoso"
+hosts = ["127.0.0.1", "localhost"]
+  [[namespaces.rules]]
+  name = "RootManageSharedAccessKey"
+  rights = ["listen", "send", "manage"]
+  primary_key_file = "root.key"
+  [[namespaces.hybrid_connections]]
+  name = "credit-check"
+    [[namespaces.hybrid_connections.rules]]
+    name = "callers"
+    rights = ["send"]
+    primary_key = "${SENDKEY}"
+`);
+  assert.match(execFileSync(BIN, ['relay', '--config', cfg, '--check-config'], { encoding: 'utf8' }), /ok \(1 namespaces\)/);
+  child = spawn(BIN, ['relay', '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HYRELAY_LOG: 'warn' } });
+  addr = await new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; const m = out.match(/hyrelay ready: (\S+)/); if (m) resolve(m[1]); });
+    child.on('exit', (c) => reject(new Error('relay exited ' + c)));
+  });
+});
+after(async () => { child.kill('SIGTERM'); fs.rmSync(dir, { recursive: true, force: true }); });
+
+const tok = (name, key) => sasToken(`http://127.0.0.1/credit-check`, name, key);
+
+test('a listener that never dials the accept address: the sender gets 504 after accept_timeout', async () => {
+  const l = await RawWs.connect(`ws://${addr}/$hc/credit-check?sb-hc-action=listen`, { ServiceBusAuthorization: tok('RootManageSharedAccessKey', ROOTKEY) });
+  assert.equal(l.status, 101);
+  const t0 = Date.now();
+  const s = await RawWs.connect(`ws://${addr}/$hc/credit-check?sb-hc-action=connect`, { ServiceBusAuthorization: tok('callers', SENDKEY) });
+  const took = Date.now() - t0;
+  assert.equal(s.status, 504);
+  assert.ok(took >= 900 && took < 5000, `took ${took} ms`);
+  const accept = JSON.parse((await l.next()).payload.toString()).accept;
+  const late = await RawWs.connect(accept.address);
+  assert.equal(late.status, 403, 'an expired accept address is refused');
+  l.abort();
+});
+
+test('listeners_per_entity from the file is enforced', async () => {
+  const h = { ServiceBusAuthorization: tok('RootManageSharedAccessKey', ROOTKEY) };
+  const a = await RawWs.connect(`ws://${addr}/$hc/credit-check?sb-hc-action=listen`, h);
+  const b = await RawWs.connect(`ws://${addr}/$hc/credit-check?sb-hc-action=listen`, h);
+  const c = await RawWs.connect(`ws://${addr}/$hc/credit-check?sb-hc-action=listen`, h);
+  assert.deepEqual([a.status, b.status, c.status], [101, 101, 403]);
+  [a, b, c].forEach((x) => x.abort());
+});
+
+test('the entity-level Send rule cannot listen; a configured entity cannot be deleted at run time', async () => {
+  const w = await RawWs.connect(`ws://${addr}/$hc/credit-check?sb-hc-action=listen`, { ServiceBusAuthorization: tok('callers', SENDKEY) });
+  assert.equal(w.status, 403);
+  const cs = `Endpoint=sb://${addr}/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=${ROOTKEY}`;
+  let err = '';
+  try { execFileSync(BIN, ['hyco', 'delete', 'credit-check', '-x', cs], { encoding: 'utf8', stdio: 'pipe' }); } catch (e) { err = String(e.stderr); }
+  assert.match(err, /409.*configuration file/);
+  // Run-time entities can be added next to the configured ones.
+  execFileSync(BIN, ['hyco', 'create', 'extra', '-x', cs]);
+  assert.match(execFileSync(BIN, ['hyco', 'list', '-x', cs], { encoding: 'utf8' }), /"extra"/);
+});
