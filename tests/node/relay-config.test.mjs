@@ -21,6 +21,7 @@ data_dir = "${dir}/data"
 http = "127.0.0.1:0"
 [limits]
 accept_timeout = "1s"
+token_grace = "1s"
 listeners_per_entity = 2
 [[namespaces]]
 name = "contoso"
@@ -81,4 +82,22 @@ test('the entity-level Send rule cannot listen; a configured entity cannot be de
   // Run-time entities can be added next to the configured ones.
   execFileSync(BIN, ['hyco', 'create', 'extra', '-x', cs]);
   assert.match(execFileSync(BIN, ['hyco', 'list', '-x', cs], { encoding: 'utf8' }), /"extra"/);
+});
+
+test('an expired listener token is tolerated for token_grace, then the channel is closed with 1008; renewal keeps it', { timeout: 20000 }, async () => {
+  const short = (ttl) => sasToken(`http://127.0.0.1/credit-check`, 'RootManageSharedAccessKey', ROOTKEY, ttl);
+  const dies = await RawWs.connect(`ws://${addr}/$hc/credit-check?sb-hc-action=listen`, { ServiceBusAuthorization: short(2) });
+  const lives = await RawWs.connect(`ws://${addr}/$hc/credit-check?sb-hc-action=listen`, { ServiceBusAuthorization: short(2) });
+  assert.deepEqual([dies.status, lives.status], [101, 101]);
+  lives.text(JSON.stringify({ renewToken: { token: short(3600) } }));
+  const t0 = Date.now();
+  const c = await dies.next(10000);
+  assert.equal(c.op, 8);
+  assert.equal(c.payload.readUInt16BE(0), 1008);
+  assert.match(c.payload.subarray(2).toString(), /expired/);
+  assert.ok(Date.now() - t0 >= 1500, 'not closed before expiry + grace');
+  lives.send(9, 'still there?');
+  const pong = await lives.next(3000);
+  assert.equal(pong.op, 10, 'the renewed channel stays open');
+  lives.abort();
 });
