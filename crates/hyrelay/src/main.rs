@@ -1,5 +1,6 @@
 //! `hyrelay`: one binary, subcommands for the relay, its management and the tools.
 
+mod bridge;
 mod manage;
 mod run;
 
@@ -69,6 +70,9 @@ enum Cmd {
     ConnectionString(manage::ConnStrArgs),
     /// Print a SAS token made from a connection string.
     Token(manage::TokenArgs),
+    /// Forward TCP ports and Unix sockets over hybrid connections, with azbridge's command
+    /// line: -L on the side of the clients, -T on the side of the servers; both dial out.
+    Bridge(bridge::BridgeArgs),
 }
 
 fn init_logs() {
@@ -110,6 +114,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Keys(c) => manage::keys(c).await,
             Cmd::ConnectionString(a) => manage::connection_string(a).await,
             Cmd::Token(a) => manage::token(a),
+            Cmd::Bridge(a) => bridge::run(a).await,
         }
     });
     match res {

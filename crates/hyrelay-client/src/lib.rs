@@ -1,0 +1,623 @@
+//! A Rust Hybrid Connections client, what `Microsoft.Azure.Relay` is for .NET.
+//!
+//! * [`RelayEndpoint`]: where the relay is and how to authenticate (connection string, or
+//!   endpoint + rule + key, or a ready token).
+//! * [`connect`]: a sender's relayed WebSocket ([`RelayedConnection`]).
+//! * [`Listener`]: a control channel that stays up (reconnect with capped exponential
+//!   backoff and jitter, token renewal before expiry, keep-alive Pings) and hands every
+//!   accepted connection to a callback.
+//! * [`pipe`]: joins a relayed connection and a byte stream (TCP, Unix socket), one binary
+//!   message per read, with half-close both ways and abort propagation.
+//!
+//! Endpoint schemes: `wss://` and `ws://` are used as given; `sb://` means TLS (as in Azure),
+//! except that a loopback relay that does not speak TLS on that port is reached in clear, so
+//! the plain port of `hyrelay up` works with the connection string it prints.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyrelay_hc::sas;
+use hyrelay_hc::ConnectionString;
+use hyrelay_net::splice::{split, ReadSide, WriteSide};
+use hyrelay_net::ws::{client_handshake, FrameReader, FrameWriter, Role};
+use hyrelay_net::Stream;
+use hyrelay_ws::{CloseFrame, OpCode};
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Client errors; each says what to do about it.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The relay could not be reached.
+    #[error("cannot reach the relay at {addr}: {source}")]
+    Unreachable {
+        /// host:port.
+        addr: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TLS failed.
+    #[error("TLS to {addr} failed: {message}")]
+    Tls {
+        /// host:port.
+        addr: String,
+        /// Cause.
+        message: String,
+    },
+    /// The relay refused the handshake.
+    #[error("the relay refused {what} with {status}: {reason}")]
+    Refused {
+        /// listen / connect.
+        what: &'static str,
+        /// HTTP status.
+        status: u16,
+        /// Reason phrase (names the token or entity problem).
+        reason: String,
+    },
+    /// Bad configuration.
+    #[error("{0}")]
+    Config(String),
+    /// IO during the session.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl ClientError {
+    /// Whether retrying can help (401/403/404 are not retried by the listener loop).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, ClientError::Refused { status: 404, .. } | ClientError::Config(_))
+    }
+}
+
+/// How tokens are made.
+#[derive(Clone)]
+pub enum TokenSource {
+    /// Sign with a rule's key (renewable).
+    Key {
+        /// Rule name.
+        name: String,
+        /// Key text.
+        key: String,
+    },
+    /// A pre-issued token (never renewed).
+    Fixed(String),
+    /// No token (hybrid connections with requiresClientAuthorization = false, senders only).
+    None,
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print keys or tokens.
+        match self {
+            TokenSource::Key { name, .. } => write!(f, "Key({name}, ***)"),
+            TokenSource::Fixed(_) => f.write_str("Fixed(***)"),
+            TokenSource::None => f.write_str("None"),
+        }
+    }
+}
+
+/// Transport security choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// wss.
+    Tls,
+    /// ws.
+    Plain,
+    /// sb:// on a loopback host: TLS, falling back to clear when the port does not speak TLS.
+    TlsOrLoopbackPlain,
+}
+
+/// Where the relay is and how to authenticate.
+#[derive(Debug, Clone)]
+pub struct RelayEndpoint {
+    /// Host name.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Security.
+    pub security: Security,
+    /// Tokens.
+    pub token: TokenSource,
+    /// Token lifetime when signing.
+    pub token_ttl: Duration,
+    /// TLS client configuration.
+    pub tls: Arc<rustls::ClientConfig>,
+    /// `EntityPath` from the connection string.
+    pub entity: Option<String>,
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host.starts_with("127.")
+        || host == "::1"
+        || host == "[::1]"
+}
+
+impl RelayEndpoint {
+    /// From an endpoint URI (`sb://`, `wss://`, `ws://`, host[:port]) and a token source.
+    pub fn new(endpoint: &str, token: TokenSource, tls: Arc<rustls::ClientConfig>) -> Result<RelayEndpoint, ClientError> {
+        let (scheme, rest) = endpoint.split_once("://").unwrap_or(("sb", endpoint));
+        let authority = rest.split('/').next().unwrap_or("");
+        if authority.is_empty() {
+            return Err(ClientError::Config(format!("endpoint '{endpoint}' has no host")));
+        }
+        let scheme = scheme.to_ascii_lowercase();
+        let default_port = if scheme == "ws" { 80 } else { 443 };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.is_empty() && !p.contains(']') => (
+                h.to_string(),
+                p.parse().map_err(|_| ClientError::Config(format!("endpoint '{endpoint}': bad port '{p}'")))?,
+            ),
+            _ => (authority.to_string(), default_port),
+        };
+        let security = match scheme.as_str() {
+            "ws" | "http" => Security::Plain,
+            "wss" | "https" => Security::Tls,
+            "sb" if is_loopback(&host) => Security::TlsOrLoopbackPlain,
+            "sb" => Security::Tls,
+            other => return Err(ClientError::Config(format!("endpoint scheme '{other}' is not sb, wss or ws"))),
+        };
+        Ok(RelayEndpoint {
+            host,
+            port,
+            security,
+            token,
+            token_ttl: Duration::from_secs(3600),
+            tls,
+            entity: None,
+        })
+    }
+
+    /// From an Azure connection string.
+    pub fn from_connection_string(cs: &str, tls: Arc<rustls::ClientConfig>) -> Result<RelayEndpoint, ClientError> {
+        let c = ConnectionString::parse(cs).map_err(|e| ClientError::Config(e.to_string()))?;
+        let token = match (&c.key_name, &c.key, &c.signature) {
+            (Some(n), Some(k), _) => TokenSource::Key { name: n.clone(), key: k.clone() },
+            (_, _, Some(s)) => TokenSource::Fixed(s.clone()),
+            _ => TokenSource::None,
+        };
+        let mut e = RelayEndpoint::new(&format!("{}://{}", c.scheme, c.authority()), token, tls)?;
+        e.entity = c.entity_path.clone();
+        Ok(e)
+    }
+
+    /// `host:port`.
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// A token for `entity`, if the source makes one.
+    pub fn token_for(&self, entity: &str) -> Option<(String, Option<u64>)> {
+        match &self.token {
+            TokenSource::Key { name, key } => {
+                let exp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+                    + self.token_ttl.as_secs();
+                let resource = format!("http://{}/{}", self.host, entity.trim_matches('/'));
+                Some((sas::sign(&resource, name, key, exp), Some(exp)))
+            }
+            TokenSource::Fixed(t) => Some((t.clone(), None)),
+            TokenSource::None => None,
+        }
+    }
+
+    async fn dial_addr(&self, addr: &str, host: &str, tls: bool) -> Result<Stream, ClientError> {
+        let tcp = TcpStream::connect(addr).await.map_err(|source| ClientError::Unreachable { addr: addr.to_string(), source })?;
+        let _ = tcp.set_nodelay(true);
+        if !tls {
+            return Ok(Stream::Plain(tcp));
+        }
+        let name = rustls::pki_types::ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_string())
+            .map_err(|e| ClientError::Config(format!("bad host name {host}: {e}")))?;
+        let s = tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| ClientError::Tls { addr: addr.to_string(), message: e.to_string() })?;
+        Ok(Stream::ClientTls(Box::new(s)))
+    }
+
+    /// Opens a WebSocket to `target` (origin form) on the relay, or on the host/port/scheme
+    /// of `url` when given (rendezvous addresses).
+    async fn open(&self, target: &str, url: Option<&str>, headers: &[(String, String)], what: &'static str) -> Result<RelayedConnection, ClientError> {
+        let (addr, host, tls, target) = match url {
+            Some(u) => {
+                let (scheme, rest) = u.split_once("://").ok_or_else(|| ClientError::Config(format!("bad address {u}")))?;
+                let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                let tls = scheme.eq_ignore_ascii_case("wss");
+                let addr = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+                    authority.to_string()
+                } else {
+                    format!("{authority}:{}", if tls { 443 } else { 80 })
+                };
+                let host = authority.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_else(|| authority.to_string());
+                (addr, host, tls, if path.is_empty() { "/".to_string() } else { path.to_string() })
+            }
+            None => (self.addr(), self.host.clone(), self.security != Security::Plain, target.to_string()),
+        };
+        let mut stream = match self.dial_addr(&addr, &host, tls).await {
+            Err(ClientError::Tls { .. }) if url.is_none() && self.security == Security::TlsOrLoopbackPlain => {
+                tracing::debug!("{addr} does not speak TLS: using clear WebSocket (loopback only)");
+                self.dial_addr(&addr, &host, false).await?
+            }
+            other => other?,
+        };
+        let hs = client_handshake(&mut stream, &addr, &target, headers).await?;
+        if hs.status != 101 {
+            return Err(ClientError::Refused { what, status: hs.status, reason: hs.reason });
+        }
+        let protocol = hs.header("sec-websocket-protocol").map(str::to_string);
+        let (r, w) = split(stream);
+        Ok(RelayedConnection {
+            reader: FrameReader::new(r, hs.leftover, Role::Client, u64::MAX >> 1),
+            writer: FrameWriter::new(w, Role::Client),
+            protocol,
+        })
+    }
+}
+
+/// A relayed WebSocket, seen from a client (sender, or listener after accept).
+pub struct RelayedConnection {
+    /// Frames in.
+    pub reader: FrameReader<ReadSide>,
+    /// Frames out.
+    pub writer: FrameWriter<WriteSide>,
+    /// Negotiated sub-protocol.
+    pub protocol: Option<String>,
+}
+
+impl RelayedConnection {
+    /// Reads the next complete binary or text message (up to `limit` bytes), answering Pings;
+    /// `None` when the peer sent Close.
+    pub async fn recv(&mut self, limit: usize) -> Result<Option<Bytes>, ClientError> {
+        let mut msg: Vec<u8> = Vec::new();
+        loop {
+            let Some(h) = self.reader.header().await? else {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "relay connection ended without Close").into());
+            };
+            match h.opcode {
+                OpCode::Ping => {
+                    let p = self.reader.payload(125).await?;
+                    self.writer.frame(true, OpCode::Pong, &p).await?;
+                }
+                OpCode::Pong => {
+                    self.reader.payload(125).await?;
+                }
+                OpCode::Close => {
+                    self.reader.payload(125).await?;
+                    return Ok(None);
+                }
+                _ => {
+                    if msg.len() as u64 + h.len > limit as u64 {
+                        return Err(ClientError::Config(format!("message larger than {limit} bytes")));
+                    }
+                    msg.extend_from_slice(&self.reader.payload(limit).await?);
+                    if h.fin {
+                        return Ok(Some(Bytes::from(msg)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends one binary message.
+    pub async fn send(&mut self, data: &[u8]) -> Result<(), ClientError> {
+        Ok(self.writer.frame(true, OpCode::Binary, data).await?)
+    }
+}
+
+/// Opens a sender connection to `entity` (path suffix and query may follow the name).
+pub async fn connect(ep: &RelayEndpoint, entity: &str, headers: &[(String, String)]) -> Result<RelayedConnection, ClientError> {
+    let name = entity.split(['/', '?']).next().unwrap_or(entity);
+    let mut h: Vec<(String, String)> = headers.to_vec();
+    if let Some((t, _)) = ep.token_for(name) {
+        h.push(("ServiceBusAuthorization".into(), t));
+    }
+    let sep = if entity.contains('?') { '&' } else { '?' };
+    ep.open(&format!("/$hc/{entity}{sep}sb-hc-action=connect"), None, &h, "connect").await
+}
+
+/// Listener settings.
+#[derive(Debug, Clone)]
+pub struct ListenerOptions {
+    /// Interval of keep-alive Pings on the control channel (azbridge `-a`, default 30 s).
+    pub keep_alive: Duration,
+    /// Largest reconnect delay.
+    pub max_backoff: Duration,
+}
+
+impl Default for ListenerOptions {
+    fn default() -> Self {
+        ListenerOptions {
+            keep_alive: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A Hybrid Connections listener.
+pub struct Listener {
+    ep: RelayEndpoint,
+    entity: String,
+    opts: ListenerOptions,
+}
+
+/// What the relay asked of the listener.
+#[derive(Debug, Clone)]
+pub struct AcceptRequest {
+    /// Rendezvous address.
+    pub address: String,
+    /// Connection id.
+    pub id: String,
+    /// Sender's handshake headers.
+    pub headers: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Listener {
+    /// A listener for `entity`.
+    pub fn new(ep: RelayEndpoint, entity: &str, opts: ListenerOptions) -> Listener {
+        Listener { ep, entity: entity.trim_matches('/').to_string(), opts }
+    }
+
+    /// Runs forever: keeps the control channel up and calls `on_accept` for every sender
+    /// (the callback decides; [`Listener::accept`] joins it). Returns only on a permanent
+    /// error (404: the hybrid connection does not exist).
+    pub async fn run<F, Fut>(&self, on_accept: F) -> ClientError
+    where
+        F: Fn(AcceptRequest) -> Fut + Send + Sync + 'static + Clone,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        // Azure SDK delays, capped, with jitter; reset after a connection that stayed up.
+        let steps = [0u64, 1, 2, 5, 10, 30];
+        let mut attempt = 0usize;
+        loop {
+            let started = tokio::time::Instant::now();
+            match self.session(on_accept.clone()).await {
+                Err(e) if e.is_permanent() => return e,
+                Err(e) => tracing::warn!(entity = %self.entity, "listener: {e}; reconnecting"),
+                Ok(()) => tracing::info!(entity = %self.entity, "listener: control channel closed by the relay; reconnecting"),
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                attempt = 0;
+            }
+            let base = Duration::from_secs(steps[attempt.min(steps.len() - 1)]).min(self.opts.max_backoff);
+            let jitter = Duration::from_millis(rand::random::<u64>() % 250 + if base.is_zero() { 50 } else { 0 });
+            attempt += 1;
+            tokio::time::sleep(base + jitter).await;
+        }
+    }
+
+    async fn session<F, Fut>(&self, on_accept: F) -> Result<(), ClientError>
+    where
+        F: Fn(AcceptRequest) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (token, expiry) = self
+            .ep
+            .token_for(&self.entity)
+            .ok_or_else(|| ClientError::Config("a listener needs a token: give a rule and key, a connection string or a SAS token".into()))?;
+        let id = format!("{:032x}", rand::random::<u128>());
+        let mut conn = self
+            .ep
+            .open(
+                &format!("/$hc/{}?sb-hc-action=listen&sb-hc-id={id}", self.entity),
+                None,
+                &[("ServiceBusAuthorization".into(), token)],
+                "listen",
+            )
+            .await?;
+        tracing::info!(entity = %self.entity, relay = %self.ep.addr(), "listener online");
+        let mut ping = tokio::time::interval(self.opts.keep_alive);
+        ping.tick().await;
+        let renew_in = expiry
+            .map(|e| {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                Duration::from_secs(e.saturating_sub(now) * 4 / 5)
+            })
+            .unwrap_or(Duration::from_secs(u32::MAX as u64));
+        let renew = tokio::time::sleep(renew_in);
+        tokio::pin!(renew);
+        loop {
+            tokio::select! {
+                h = conn.reader.header() => {
+                    let Some(h) = h? else { return Ok(()) };
+                    match h.opcode {
+                        OpCode::Text => {
+                            let p = conn.reader.payload(64 * 1024).await?;
+                            let v: serde_json::Value = match serde_json::from_slice(&p) {
+                                Ok(v) => v,
+                                Err(e) => { tracing::warn!("relay sent invalid JSON: {e}"); continue; }
+                            };
+                            if let Some(a) = v.get("accept") {
+                                let req = AcceptRequest {
+                                    address: a.get("address").and_then(|x| x.as_str()).unwrap_or("").to_string(),
+                                    id: a.get("id").and_then(|x| x.as_str()).unwrap_or("").to_string(),
+                                    headers: a.get("connectHeaders").and_then(|x| x.as_object()).cloned().unwrap_or_default(),
+                                };
+                                tokio::spawn(on_accept(req));
+                            } else {
+                                tracing::debug!("ignoring control command {}", String::from_utf8_lossy(&p[..p.len().min(64)]));
+                            }
+                        }
+                        OpCode::Ping => { let p = conn.reader.payload(125).await?; conn.writer.frame(true, OpCode::Pong, &p).await?; }
+                        OpCode::Close => {
+                            let p = conn.reader.payload(125).await?;
+                            let c = CloseFrame::parse(&p);
+                            let _ = conn.writer.close(1000, "").await;
+                            return match c.and_then(|c| c.code) {
+                                Some(1000) | None => Ok(()),
+                                Some(code) => Err(ClientError::Refused { what: "listen", status: code, reason: c_reason(&p) }),
+                            };
+                        }
+                        _ => { while conn.reader.chunk(64 * 1024).await?.is_some() {} }
+                    }
+                }
+                _ = ping.tick() => { conn.writer.frame(true, OpCode::Ping, b"").await?; }
+                _ = &mut renew => {
+                    if let Some((t, exp)) = self.ep.token_for(&self.entity) {
+                        let msg = serde_json::json!({"renewToken": {"token": t}}).to_string();
+                        conn.writer.text(&msg).await?;
+                        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                        let next = exp.map(|e| e.saturating_sub(now) * 4 / 5).unwrap_or(3600);
+                        renew.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(next.max(60)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Joins a sender: dials the rendezvous address.
+    pub async fn accept(&self, req: &AcceptRequest) -> Result<RelayedConnection, ClientError> {
+        accept(&self.ep, req).await
+    }
+}
+
+fn c_reason(p: &[u8]) -> String {
+    CloseFrame::parse(p).map(|c| c.reason).unwrap_or_default()
+}
+
+/// Dials a rendezvous address (accept).
+pub async fn accept(ep: &RelayEndpoint, req: &AcceptRequest) -> Result<RelayedConnection, ClientError> {
+    ep.open("", Some(&req.address), &[], "accept").await
+}
+
+/// Rejects a sender with a status (both parameter spellings are understood by hyrelay;
+/// this uses the .NET one).
+pub async fn reject(ep: &RelayEndpoint, req: &AcceptRequest, status: u16, description: &str) -> Result<(), ClientError> {
+    let url = format!(
+        "{}&sb-hc-statusCode={status}&sb-hc-statusDescription={}",
+        req.address,
+        sas::encode_component(description)
+    );
+    match ep.open("", Some(&url), &[], "reject").await {
+        Err(ClientError::Refused { status: 410, .. }) => Ok(()),
+        Err(e) => Err(e),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// How [`pipe`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipeReport {
+    /// Bytes from the stream to the relay.
+    pub up: u64,
+    /// Bytes from the relay to the stream.
+    pub down: u64,
+}
+
+/// Joins a relayed connection and a byte stream until both directions are done. Each read
+/// from the stream (up to 64 KiB) becomes one binary message; EOF becomes a Close
+/// ("Shutdown") while the other direction keeps flowing; a Close from the relay shuts the
+/// stream's write side. An error on either side ends both abruptly and is returned, so a
+/// truncated transfer is never reported as success.
+pub async fn pipe<S>(conn: RelayedConnection, stream: S) -> Result<PipeReport, ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let RelayedConnection { mut reader, writer, .. } = conn;
+    let writer = Arc::new(tokio::sync::Mutex::new(writer));
+    let (mut sr, mut sw) = tokio::io::split(stream);
+    let w2 = writer.clone();
+    let up = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut n_total = 0u64;
+        loop {
+            let n = sr.read(&mut buf).await?;
+            let mut w = w2.lock().await;
+            if n == 0 {
+                w.close(1000, "Shutdown").await?;
+                return Ok::<u64, ClientError>(n_total);
+            }
+            w.frame(true, OpCode::Binary, &buf[..n]).await?;
+            n_total += n as u64;
+        }
+    };
+    let down = async move {
+        let mut n_total = 0u64;
+        loop {
+            let Some(h) = reader.header().await? else {
+                return Err(ClientError::Io(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "the relayed connection was aborted")));
+            };
+            match h.opcode {
+                OpCode::Close => {
+                    reader.payload(125).await?;
+                    sw.shutdown().await?;
+                    return Ok(n_total);
+                }
+                OpCode::Ping => {
+                    let p = reader.payload(125).await?;
+                    writer.lock().await.frame(true, OpCode::Pong, &p).await?;
+                }
+                OpCode::Pong => {
+                    reader.payload(125).await?;
+                }
+                _ => {
+                    while let Some(c) = reader.chunk(64 * 1024).await? {
+                        sw.write_all(&c).await?;
+                        n_total += c.len() as u64;
+                    }
+                }
+            }
+        }
+    };
+    let (u, d) = tokio::try_join!(up, down)?;
+    Ok(PipeReport { up: u, down: d })
+}
+
+/// azbridge's in-tunnel preamble, written by the sender: `01 00 {mode} {len} {port name}`.
+pub fn preamble(port_name: &str, datagram: bool) -> Result<Vec<u8>, ClientError> {
+    let name = port_name.as_bytes();
+    if name.len() > 255 {
+        return Err(ClientError::Config(format!("port name '{port_name}' is longer than 255 bytes")));
+    }
+    let mut v = vec![1, 0, u8::from(datagram), name.len() as u8];
+    v.extend_from_slice(name);
+    Ok(v)
+}
+
+/// Parses azbridge's preamble: (port name, datagram).
+pub fn parse_preamble(b: &[u8]) -> Result<(String, bool), ClientError> {
+    if b.len() < 4 || b[0] != 1 || b[1] != 0 || b[2] > 1 || b.len() != 4 + b[3] as usize {
+        return Err(ClientError::Config("not an azbridge preamble (01 00 mode len name)".into()));
+    }
+    let name = std::str::from_utf8(&b[4..]).map_err(|_| ClientError::Config("port name is not UTF-8".into()))?;
+    Ok((name.to_string(), b[2] == 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preamble_roundtrip_and_bytes() {
+        // The transcript in azbridge's documentation: stream mode, port name "rdp".
+        assert_eq!(preamble("rdp", false).unwrap(), vec![1, 0, 0, 3, b'r', b'd', b'p']);
+        assert_eq!(preamble("53", true).unwrap(), vec![1, 0, 1, 2, b'5', b'3']);
+        assert_eq!(parse_preamble(&[1, 0, 0, 3, b'r', b'd', b'p']).unwrap(), ("rdp".into(), false));
+        assert!(parse_preamble(&[1, 0, 0, 4, b'r']).is_err());
+        assert!(parse_preamble(&[2, 0, 0, 0]).is_err());
+        assert!(preamble(&"x".repeat(256), false).is_err());
+    }
+
+    #[test]
+    fn endpoints() {
+        let tls = hyrelay_net::tls::client_config(&[], false).unwrap();
+        let e = RelayEndpoint::from_connection_string("Endpoint=sb://127.0.0.1:9080/;SharedAccessKeyName=R;SharedAccessKey=k=;EntityPath=hc", tls.clone()).unwrap();
+        assert_eq!((e.host.as_str(), e.port, e.security), ("127.0.0.1", 9080, Security::TlsOrLoopbackPlain));
+        assert_eq!(e.entity.as_deref(), Some("hc"));
+        let a = RelayEndpoint::new("sb://ns.servicebus.windows.net/", TokenSource::None, tls.clone()).unwrap();
+        assert_eq!((a.port, a.security), (443, Security::Tls));
+        let w = RelayEndpoint::new("ws://localhost:1", TokenSource::None, tls.clone()).unwrap();
+        assert_eq!(w.security, Security::Plain);
+        assert!(RelayEndpoint::new("ftp://x", TokenSource::None, tls).is_err());
+        assert_eq!(format!("{:?}", TokenSource::Key { name: "r".into(), key: "secret".into() }), "Key(r, ***)");
+    }
+}

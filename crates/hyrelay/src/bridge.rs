@@ -1,0 +1,335 @@
+//! `hyrelay bridge`: azbridge-style port forwarding over Hybrid Connections.
+//!
+//! `-L` (local forward, the sender side) binds local TCP ports or Unix sockets and carries
+//! each connection to a hybrid connection; `-T` (remote forward, the listener side) takes
+//! relayed connections and dials the target. Inside each relayed connection the first
+//! message is azbridge's preamble (`01 00 mode len port-name`, answered `01 00 mode`), so a
+//! real azbridge on the other end interoperates.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use hyrelay_client::{connect, parse_preamble, pipe, preamble, AcceptRequest, Listener, ListenerOptions, RelayEndpoint, TokenSource};
+
+#[derive(clap::Args, Debug)]
+pub struct BridgeArgs {
+    /// Local forward: [bind_addr:]port[/port_name]{;…}:relay, or socket_path[/port_name]:relay.
+    /// Each accepted connection becomes one relayed connection to hybrid connection `relay`.
+    #[arg(short = 'L', value_name = "SPEC")]
+    local: Vec<String>,
+    /// Remote forward: relay:[port_name/][host:]port{;…}, or relay:[port_name/]socket_path.
+    /// Listens on hybrid connection `relay` and dials the target for each sender.
+    #[arg(short = 'T', visible_short_alias = 'R', value_name = "SPEC")]
+    remote: Vec<String>,
+    /// Connection string (Endpoint, SharedAccessKeyName, SharedAccessKey or SharedAccessSignature).
+    #[arg(short = 'x', long = "connection-string", env = "HYRELAY_CONNECTION_STRING", hide_env_values = true)]
+    connection_string: Option<String>,
+    /// Relay endpoint, e.g. sb://relay.example/ (with -K/-k or -s).
+    #[arg(short = 'e', long = "endpoint")]
+    endpoint: Option<String>,
+    /// SAS rule name.
+    #[arg(short = 'K', long = "key-name")]
+    key_name: Option<String>,
+    /// SAS key.
+    #[arg(short = 'k', long = "key", hide_env_values = true)]
+    key: Option<String>,
+    /// Pre-issued SAS token.
+    #[arg(short = 's', long = "signature")]
+    signature: Option<String>,
+    /// Keep-alive interval of listener control channels, seconds.
+    #[arg(short = 'a', long = "keep-alive", default_value_t = 30)]
+    keep_alive: u64,
+    /// Gateway ports: let other hosts connect to -L ports (bind 0.0.0.0 instead of 127.0.0.1).
+    #[arg(short = 'g', long = "gateway-ports")]
+    gateway_ports: bool,
+    /// Source address for outbound connections of -T.
+    #[arg(short = 'b', long = "bind-address")]
+    bind_address: Option<std::net::IpAddr>,
+    /// CA certificate to trust for the relay's TLS (e.g. DATA_DIR/ca.pem of `hyrelay up`).
+    #[arg(long, value_name = "PEM")]
+    ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Local {
+    Tcp { addr: String, port_name: String },
+    Unix { path: PathBuf, port_name: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Tcp { port_name: String, addr: String },
+    Unix { port_name: String, path: PathBuf },
+}
+
+impl Target {
+    fn port_name(&self) -> &str {
+        match self {
+            Target::Tcp { port_name, .. } | Target::Unix { port_name, .. } => port_name,
+        }
+    }
+}
+
+fn parse_local(spec: &str, gateway: bool) -> Result<(String, Vec<Local>)> {
+    let (bindings, relay) = spec
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow!("-L '{spec}': expected [bind_addr:]port[/port_name]{{;…}}:relay"))?;
+    if relay.is_empty() {
+        bail!("-L '{spec}': the hybrid connection name after the last ':' is missing");
+    }
+    let mut out = Vec::new();
+    for b in bindings.split(';') {
+        // `[bind:]port/name` or `socket_path[/name]`; a socket path's port name is only split
+        // off when what precedes it looks like a socket file (has an extension).
+        let (main, name) = match b.rsplit_once('/') {
+            Some((m, n)) if !m.is_empty() && !n.is_empty() => {
+                let m_is_port = m.rsplit(':').next().is_some_and(|p| p.trim_end_matches(['U', 'u']).parse::<u16>().is_ok());
+                let m_is_socket = (m.starts_with('/') || m.starts_with('.'))
+                    && PathBuf::from(m).extension().is_some();
+                if m_is_port || m_is_socket { (m, Some(n)) } else { (b, None) }
+            }
+            _ => (b, None),
+        };
+        let (host, port) = match main.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p),
+            None => (if gateway { "0.0.0.0".into() } else { "127.0.0.1".into() }, main),
+        };
+        if port.ends_with(['U', 'u']) && port[..port.len() - 1].parse::<u16>().is_ok() {
+            bail!("-L '{b}': UDP forwarding is not supported by this build yet (issue #4)");
+        }
+        match port.parse::<u16>() {
+            Ok(p) => out.push(Local::Tcp { addr: format!("{host}:{p}"), port_name: name.unwrap_or(port).to_string() }),
+            Err(_) if main.contains('/') || main.starts_with('.') => {
+                let pn = name.map(str::to_string).unwrap_or_else(|| {
+                    PathBuf::from(main).file_name().and_then(|f| f.to_str()).unwrap_or("socket").to_string()
+                });
+                out.push(Local::Unix { path: PathBuf::from(main), port_name: pn })
+            }
+            Err(_) => bail!("-L '{b}': '{port}' is neither a port number nor a socket path"),
+        }
+    }
+    Ok((relay.to_string(), out))
+}
+
+fn parse_remote(spec: &str) -> Result<(String, Vec<Target>)> {
+    let (relay, bindings) = spec
+        .split_once(':')
+        .ok_or_else(|| anyhow!("-T '{spec}': expected relay:[port_name/][host:]port{{;…}}"))?;
+    let mut out = Vec::new();
+    for b in bindings.split(';') {
+        let (name, rest) = match b.split_once('/') {
+            Some((n, r)) if !n.is_empty() && !n.contains(':') && !b.starts_with('/') => (Some(n), r),
+            _ => (None, b),
+        };
+        if rest.ends_with(['U', 'u']) && rest[..rest.len() - 1].rsplit(':').next().is_some_and(|p| p.parse::<u16>().is_ok()) {
+            bail!("-T '{b}': UDP forwarding is not supported by this build yet (issue #4)");
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (h, p),
+            None => ("127.0.0.1", rest),
+        };
+        match port.parse::<u16>() {
+            Ok(p) => out.push(Target::Tcp { port_name: name.unwrap_or(port).to_string(), addr: format!("{host}:{p}") }),
+            Err(_) if rest.contains('/') || name.is_some() => {
+                // Socket paths are absolute: `relay:name/var/run/x.sock` is /var/run/x.sock.
+                let path = if rest.starts_with('/') || rest.starts_with('.') { PathBuf::from(rest) } else { PathBuf::from(format!("/{rest}")) };
+                out.push(Target::Unix {
+                    port_name: name.map(str::to_string).unwrap_or_else(|| path.file_name().and_then(|f| f.to_str()).unwrap_or("socket").to_string()),
+                    path,
+                })
+            }
+            Err(_) => bail!("-T '{b}': '{port}' is neither a port number nor a socket path"),
+        }
+    }
+    Ok((relay.to_string(), out))
+}
+
+fn endpoint(a: &BridgeArgs) -> Result<RelayEndpoint> {
+    let tls = hyrelay_net::tls::client_config(&a.ca.iter().cloned().collect::<Vec<_>>(), false)?;
+    if let Some(cs) = &a.connection_string {
+        return Ok(RelayEndpoint::from_connection_string(cs, tls)?);
+    }
+    let e = a.endpoint.as_deref().context("give -x CONNECTION_STRING, or -e ENDPOINT with -K/-k or -s")?;
+    let token = match (&a.key_name, &a.key, &a.signature) {
+        (Some(n), Some(k), _) => TokenSource::Key { name: n.clone(), key: k.clone() },
+        (_, _, Some(s)) => TokenSource::Fixed(s.clone()),
+        (None, None, None) => TokenSource::None,
+        _ => bail!("-K and -k go together"),
+    };
+    Ok(RelayEndpoint::new(e, token, tls)?)
+}
+
+async fn run_local(ep: Arc<RelayEndpoint>, relay: String, l: Local) -> Result<()> {
+    match l {
+        Local::Tcp { addr, port_name } => {
+            let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("-L: cannot listen on {addr}"))?;
+            tracing::info!("forwarding tcp {addr} → hybrid connection '{relay}' port '{port_name}'");
+            loop {
+                let (s, peer) = listener.accept().await?;
+                let _ = s.set_nodelay(true);
+                tokio::spawn(forward_out(ep.clone(), relay.clone(), port_name.clone(), s, peer.to_string()));
+            }
+        }
+        Local::Unix { path, port_name } => {
+            let _ = std::fs::remove_file(&path);
+            let listener = tokio::net::UnixListener::bind(&path).with_context(|| format!("-L: cannot listen on {}", path.display()))?;
+            tracing::info!("forwarding unix {} → hybrid connection '{relay}' port '{port_name}'", path.display());
+            loop {
+                let (s, _) = listener.accept().await?;
+                tokio::spawn(forward_out(ep.clone(), relay.clone(), port_name.clone(), s, path.display().to_string()));
+            }
+        }
+    }
+}
+
+async fn forward_out<S>(ep: Arc<RelayEndpoint>, relay: String, port_name: String, s: S, from: String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let res: Result<hyrelay_client::PipeReport> = async {
+        let mut c = connect(&ep, &relay, &[]).await?;
+        c.send(&preamble(&port_name, false)?).await?;
+        let reply = tokio::time::timeout(Duration::from_secs(30), c.recv(16))
+            .await
+            .context("the remote forwarder did not answer the port preamble within 30 s")??
+            .ok_or_else(|| anyhow!("the remote forwarder has no port '{port_name}' (it closed the connection)"))?;
+        match reply.as_ref() {
+            [1, 0, 0] => {}
+            [0, 0, 0] => bail!("the remote forwarder does not support this preamble version"),
+            [0, 0, x] => bail!("the remote forwarder refused port '{port_name}' (mode mismatch {x:#x})"),
+            other => bail!("unexpected preamble answer {other:?}"),
+        }
+        Ok(pipe(c, s).await?)
+    }
+    .await;
+    match res {
+        Ok(r) => tracing::debug!(%from, up = r.up, down = r.down, "forwarded connection closed"),
+        Err(e) => tracing::warn!(%from, "forwarded connection failed: {e:#}"),
+    }
+}
+
+async fn handle_accept(ep: Arc<RelayEndpoint>, targets: Arc<Vec<Target>>, bind: Option<std::net::IpAddr>, req: AcceptRequest) {
+    let res: Result<()> = async {
+        let mut c = hyrelay_client::accept(&ep, &req).await?;
+        let first = tokio::time::timeout(Duration::from_secs(30), c.recv(300))
+            .await
+            .context("sender sent no port preamble")??
+            .ok_or_else(|| anyhow!("sender closed before the preamble"))?;
+        let (name, datagram) = parse_preamble(&first)?;
+        // Exact port-name match; a single numeric forwarder takes every numeric port (azbridge PR #55).
+        let t = targets.iter().find(|t| t.port_name() == name).or_else(|| {
+            let numeric: Vec<&Target> = targets.iter().filter(|t| t.port_name().parse::<u16>().is_ok()).collect();
+            (numeric.len() == 1 && name.parse::<u16>().is_ok()).then(|| numeric[0])
+        });
+        let Some(t) = t else {
+            bail!("no remote forward for port '{name}': closing, as azbridge does");
+        };
+        if datagram {
+            c.send(&[0, 0, 0xFF]).await?;
+            bail!("port '{name}' is a stream port but the sender asked for datagrams");
+        }
+        match t {
+            Target::Tcp { addr, .. } => {
+                let s = match bind {
+                    Some(ip) => {
+                        let target: std::net::SocketAddr = tokio::net::lookup_host(addr).await?.next().context("target address")?;
+                        let sock = if target.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+                        sock.bind(std::net::SocketAddr::new(ip, 0))?;
+                        sock.connect(target).await
+                    }
+                    None => tokio::net::TcpStream::connect(addr).await,
+                }
+                .with_context(|| format!("cannot connect to {addr}"))?;
+                let _ = s.set_nodelay(true);
+                c.send(&[1, 0, 0]).await?;
+                pipe(c, s).await?;
+            }
+            Target::Unix { path, .. } => {
+                let s = tokio::net::UnixStream::connect(path).await.with_context(|| format!("cannot connect to {}", path.display()))?;
+                c.send(&[1, 0, 0]).await?;
+                pipe(c, s).await?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = res {
+        tracing::warn!(id = %req.id, "remote forward: {e:#}");
+    }
+}
+
+pub async fn run(a: BridgeArgs) -> Result<()> {
+    if a.local.is_empty() && a.remote.is_empty() {
+        bail!("nothing to forward: give -L [bind:]port[/name]:relay and/or -T relay:[name/][host:]port");
+    }
+    let ep = Arc::new(endpoint(&a)?);
+    let mut tasks = tokio::task::JoinSet::new();
+    for spec in &a.local {
+        let (relay, bindings) = parse_local(spec, a.gateway_ports)?;
+        for b in bindings {
+            tasks.spawn(run_local(ep.clone(), relay.clone(), b));
+        }
+    }
+    for spec in &a.remote {
+        let (relay, targets) = parse_remote(spec)?;
+        tracing::info!("remote forward: hybrid connection '{relay}' → {targets:?}");
+        let targets = Arc::new(targets);
+        let listener = Listener::new((*ep).clone(), &relay, ListenerOptions { keep_alive: Duration::from_secs(a.keep_alive.max(1)), ..Default::default() });
+        let ep2 = ep.clone();
+        let bind = a.bind_address;
+        tasks.spawn(async move {
+            let err = listener
+                .run(move |req| handle_accept(ep2.clone(), targets.clone(), bind, req))
+                .await;
+            Err(anyhow!("listener for '{relay}' stopped: {err}"))
+        });
+    }
+    println!("hyrelay bridge ready");
+    tokio::select! {
+        r = tasks.join_next() => match r {
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(e)) => Err(anyhow!("bridge task failed: {e}")),
+            _ => Ok(()),
+        },
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_specs() {
+        let (r, b) = parse_local("13389/rdp:relay", false).unwrap();
+        assert_eq!(r, "relay");
+        assert_eq!(b, vec![Local::Tcp { addr: "127.0.0.1:13389".into(), port_name: "rdp".into() }]);
+        let (_, b) = parse_local("127.0.0.8:16161/sql1;127.0.0.9:16161/sql2:db", false).unwrap();
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[1], Local::Tcp { addr: "127.0.0.9:16161".into(), port_name: "sql2".into() });
+        let (_, b) = parse_local("8080:web", true).unwrap();
+        assert_eq!(b[0], Local::Tcp { addr: "0.0.0.0:8080".into(), port_name: "8080".into() });
+        let (_, b) = parse_local("/tmp/x.sock/sock1:relay", false).unwrap();
+        assert_eq!(b[0], Local::Unix { path: "/tmp/x.sock".into(), port_name: "sock1".into() });
+        assert!(parse_local("53U:dns", false).unwrap_err().to_string().contains("UDP"));
+        assert!(parse_local("nope", false).is_err());
+    }
+
+    #[test]
+    fn remote_specs() {
+        let (r, t) = parse_remote("db:sql1/sql1.corp:16161;sql2/sql2.corp:16161").unwrap();
+        assert_eq!(r, "db");
+        assert_eq!(t[0], Target::Tcp { port_name: "sql1".into(), addr: "sql1.corp:16161".into() });
+        let (_, t) = parse_remote("relay:3389").unwrap();
+        assert_eq!(t[0], Target::Tcp { port_name: "3389".into(), addr: "127.0.0.1:3389".into() });
+        let (_, t) = parse_remote("relay:rdp/10.0.0.1:3389").unwrap();
+        assert_eq!(t[0], Target::Tcp { port_name: "rdp".into(), addr: "10.0.0.1:3389".into() });
+        let (_, t) = parse_remote("relay:s/var/run/x.sock").unwrap();
+        assert_eq!(t[0], Target::Unix { port_name: "s".into(), path: "/var/run/x.sock".into() });
+        let (_, t) = parse_remote("relay:/run/y.sock").unwrap();
+        assert_eq!(t[0], Target::Unix { port_name: "y.sock".into(), path: "/run/y.sock".into() });
+        assert!(parse_remote("relay").is_err());
+    }
+}
