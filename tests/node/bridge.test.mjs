@@ -1,0 +1,173 @@
+// `hyrelay bridge` -L/-T end to end through `hyrelay up`, against real TCP/Unix servers and
+// unmodified hyco-ws on the other end; relay restart with listener reconnect.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { createRequire } from 'node:module';
+import { startRelay, BIN, PEERS, KEYNAME, sleep } from './harness.mjs';
+
+const require = createRequire(import.meta.url);
+const WS = require(path.join(PEERS, 'hyco-ws'));
+let relay, echo, echoPort, children = [], tmp;
+
+function echoServer() {
+  return net.createServer((s) => {
+    const h = crypto.createHash('sha256'); let n = 0;
+    s.on('data', (d) => { h.update(d); n += d.length; s.write(d); });
+    s.on('end', () => s.end(`|${n}|${h.digest('hex')}`));   // answers after the client's half-close
+    s.on('error', () => {});
+  });
+}
+
+async function bridge(...args) {
+  const c = spawn(BIN, ['bridge', ...args, '-x', relay.connStr()], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HYRELAY_LOG: 'info' } });
+  children.push(c);
+  let err = '';
+  c.stderr.on('data', (d) => { err += d; });
+  await new Promise((resolve, reject) => {
+    c.stdout.on('data', (d) => { if (String(d).includes('hyrelay bridge ready')) resolve(); });
+    c.on('exit', (code) => reject(new Error(`bridge exited ${code}: ${err}`)));
+  });
+  c.log = () => err;
+  return c;
+}
+
+async function freePort() {
+  const s = net.createServer().listen(0, '127.0.0.1');
+  await new Promise((r) => s.on('listening', r));
+  const p = s.address().port; s.close(); return p;
+}
+
+function transfer(connectOpts, payload) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(connectOpts, () => { s.end(payload); });
+    const parts = [];
+    s.on('data', (d) => parts.push(d));
+    s.on('end', () => resolve(Buffer.concat(parts)));
+    s.on('error', reject);
+  });
+}
+
+async function waitFor(fn, ms = 15000) {
+  const t = Date.now() + ms;
+  for (;;) { try { return await fn(); } catch (e) { if (Date.now() > t) throw e; await sleep(200); } }
+}
+
+before(async () => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hyrelay-bridge-'));
+  relay = await startRelay();
+  for (const n of ['fwd', 'wsl', 'wst', 'unixfwd']) relay.createHyco(n);
+  echo = echoServer().listen(0, '127.0.0.1');
+  await new Promise((r) => echo.on('listening', r));
+  echoPort = echo.address().port;
+});
+after(async () => {
+  children.forEach((c) => c.kill('SIGKILL'));
+  echo.close();
+  await relay.stop();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+test('TCP forward: 8 MiB each way with half-close, byte-exact (SHA-256)', { timeout: 60000 }, async () => {
+  const lp = await freePort();
+  await bridge('-T', `fwd:echo/127.0.0.1:${echoPort}`);
+  await bridge('-L', `127.0.0.1:${lp}/echo:fwd`);
+  const payload = crypto.randomBytes(8 << 20);
+  const got = await waitFor(() => transfer({ port: lp, host: '127.0.0.1' }, payload));
+  const trailer = `|${payload.length}|${crypto.createHash('sha256').update(payload).digest('hex')}`;
+  assert.equal(got.length, payload.length + trailer.length);
+  assert.ok(got.subarray(0, payload.length).equals(payload), 'echoed bytes differ');
+  assert.equal(got.subarray(payload.length).toString(), trailer);
+  // Several connections at once.
+  const many = await Promise.all(Array.from({ length: 8 }, (_, i) => transfer({ port: lp, host: '127.0.0.1' }, Buffer.from(`conn ${i}`))));
+  many.forEach((b, i) => assert.ok(b.toString().startsWith(`conn ${i}|`)));
+});
+
+test('Unix socket forward to a Unix socket server', { timeout: 30000 }, async () => {
+  const srvPath = path.join(tmp, 'server.sock');
+  const cliPath = path.join(tmp, 'client.sock');
+  const srv = echoServer().listen(srvPath);
+  await new Promise((r) => srv.on('listening', r));
+  await bridge('-T', `unixfwd:u/${srvPath.replace(/^\//, '')}`);
+  await bridge('-L', `${cliPath}/u:unixfwd`);
+  const got = await waitFor(() => transfer({ path: cliPath }, Buffer.from('over unix')));
+  assert.match(got.toString(), /^over unix\|9\|/);
+  srv.close();
+});
+
+test('our -T listener serves an unmodified hyco-ws sender speaking the azbridge preamble', { timeout: 30000 }, async () => {
+  await bridge('-T', `wst:svc/127.0.0.1:${echoPort}`);
+  const uri = `ws://${relay.ns}/$hc/wst?sb-hc-action=connect`;
+  const got = await waitFor(() => new Promise((resolve, reject) => {
+    const c = WS.relayedConnect(uri, WS.createRelayToken(`http://${relay.ns}/wst`, KEYNAME, relay.key), () => {
+      c.send(Buffer.from([1, 0, 0, 3, ...Buffer.from('svc')]), { binary: true });
+    });
+    const msgs = [];
+    c.on('message', (m) => {
+      msgs.push(Buffer.from(m));
+      if (msgs.length === 1) c.send(Buffer.from('hello from hyco-ws'), { binary: true });
+      if (msgs.length === 2) { c.close(); resolve(msgs); }
+    });
+    c.on('error', reject);
+  }));
+  assert.deepEqual([...got[0]], [1, 0, 0], 'preamble answer');
+  assert.equal(got[1].toString(), 'hello from hyco-ws');
+});
+
+test('an unmodified hyco-ws listener serves our -L side', { timeout: 30000 }, async () => {
+  WS.createRelayBaseUri = (ns, p) => `ws://${ns}/$hc/${p}`;
+  const listenUri = WS.createRelayListenUri(relay.ns, 'wsl');
+  let preambleSeen = null;
+  const server = WS.createRelayedServer({ server: listenUri, token: () => WS.createRelayToken(listenUri, KEYNAME, relay.key) }, (ws) => {
+    let first = true;
+    ws.on('message', (m) => {
+      if (first) { first = false; preambleSeen = [...Buffer.from(m)]; ws.send(Buffer.from([1, 0, 0])); return; }
+      ws.send(Buffer.concat([Buffer.from('hyco-ws says: '), Buffer.from(m)]));
+      ws.close();
+    });
+  });
+  await new Promise((r) => server.on('listening', r));
+  const lp = await freePort();
+  await bridge('-L', `127.0.0.1:${lp}/app:wsl`);
+  const got = await new Promise((resolve, reject) => {
+    const s = net.connect(lp, '127.0.0.1', () => s.write('ping'));
+    const parts = [];
+    s.on('data', (d) => parts.push(d));
+    s.on('end', () => resolve(Buffer.concat(parts).toString()));
+    s.on('error', reject);
+  });
+  server.close();
+  assert.deepEqual(preambleSeen, [1, 0, 0, 3, ...Buffer.from('app')]);
+  assert.equal(got, 'hyco-ws says: ping');
+});
+
+test('relay restart: the -T listener reconnects and serves new connections', { timeout: 90000 }, async () => {
+  const lp = await freePort();
+  relay.createHyco('restart');
+  const t = await bridge('-T', `restart:e/127.0.0.1:${echoPort}`);
+  await bridge('-L', `127.0.0.1:${lp}/e:restart`);
+  assert.match((await waitFor(() => transfer({ port: lp, host: '127.0.0.1' }, Buffer.from('before')))).toString(), /^before\|/);
+  // Restart the relay on the same ports and data directory.
+  const { httpPort, httpsPort, dataDir } = relay;
+  relay.child.kill('SIGKILL');
+  await new Promise((r) => relay.child.once('exit', r));
+  const failed = await transfer({ port: lp, host: '127.0.0.1' }, Buffer.from('during')).then((b) => b.length, () => -1);
+  assert.ok(failed <= 0, 'no data may arrive while the relay is down');
+  const again = spawn(BIN, ['up', '--data-dir', dataDir, '--http-port', String(httpPort), '--https-port', String(httpsPort)], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HYRELAY_LOG: 'warn' } });
+  children.push(again);
+  relay.child = again;
+  const t0 = Date.now();
+  const got = await waitFor(async () => {
+    const b = await transfer({ port: lp, host: '127.0.0.1' }, Buffer.from('after'));
+    if (!b.toString().startsWith('after|')) throw new Error('not yet');
+    return b;
+  }, 45000);
+  console.log(`listener back after ${Date.now() - t0} ms`);
+  assert.match(got.toString(), /^after\|5\|/);
+  assert.match(t.log(), /reconnecting/);
+});
