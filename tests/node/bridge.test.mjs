@@ -4,6 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import net from 'node:net';
+import dgram from 'node:dgram';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -61,7 +62,7 @@ async function waitFor(fn, ms = 15000) {
 before(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hyrelay-bridge-'));
   relay = await startRelay();
-  for (const n of ['fwd', 'wsl', 'wst', 'unixfwd']) relay.createHyco(n);
+  for (const n of ['fwd', 'wsl', 'wst', 'unixfwd', 'udpfwd']) relay.createHyco(n);
   echo = echoServer().listen(0, '127.0.0.1');
   await new Promise((r) => echo.on('listening', r));
   echoPort = echo.address().port;
@@ -86,6 +87,62 @@ test('TCP forward: 8 MiB each way with half-close, byte-exact (SHA-256)', { time
   // Several connections at once.
   const many = await Promise.all(Array.from({ length: 8 }, (_, i) => transfer({ port: lp, host: '127.0.0.1' }, Buffer.from(`conn ${i}`))));
   many.forEach((b, i) => assert.ok(b.toString().startsWith(`conn ${i}|`)));
+});
+
+test('1 GiB through -L → relay → -T arrives with the same SHA-256', { timeout: 240000 }, async () => {
+  const sink = net.createServer((sock) => {
+    const h = crypto.createHash('sha256'); let n = 0;
+    sock.on('data', (d) => { h.update(d); n += d.length; });
+    sock.on('end', () => sock.end(`${n} ${h.digest('hex')}`));
+  }).listen(0, '127.0.0.1');
+  await new Promise((r) => sink.on('listening', r));
+  relay.createHyco('bulk');
+  const lp = await freePort();
+  await bridge('-T', `bulk:s/127.0.0.1:${sink.address().port}`);
+  await bridge('-L', `127.0.0.1:${lp}/s:bulk`);
+  await waitFor(() => transfer({ port: lp, host: '127.0.0.1' }, Buffer.from('x')));
+  const block = crypto.randomBytes(1 << 20);
+  const total = 1024;
+  const want = crypto.createHash('sha256');
+  for (let i = 0; i < total; i++) want.update(block);
+  const t0 = Date.now();
+  const answer = await new Promise((resolve, reject) => {
+    const s = net.connect(lp, '127.0.0.1');
+    let i = 0;
+    const pump = () => { while (i < total) { i++; if (!s.write(block)) { s.once('drain', pump); return; } } s.end(); };
+    s.on('connect', pump);
+    const parts = [];
+    s.on('data', (d) => parts.push(d));
+    s.on('end', () => resolve(Buffer.concat(parts).toString()));
+    s.on('error', reject);
+  });
+  const secs = (Date.now() - t0) / 1000;
+  console.log(`1 GiB through the bridge pair in ${secs.toFixed(1)} s (${(1024 / secs).toFixed(0)} MiB/s)`);
+  assert.equal(answer, `${total << 20} ${want.digest('hex')}`);
+  sink.close();
+});
+
+test('UDP forward keeps datagram boundaries (azbridge length-prefixed datagram mode)', { timeout: 30000 }, async () => {
+  const srv = dgram.createSocket('udp4');
+  srv.on('message', (m, r) => srv.send(Buffer.concat([Buffer.from('echo:'), m]), r.port, r.address));
+  await new Promise((r) => srv.bind(0, '127.0.0.1', r));
+  const lp = await freePort();
+  await bridge('-T', `udpfwd:dns/127.0.0.1:${srv.address().port}U`);
+  await bridge('-L', `127.0.0.1:${lp}U/dns:udpfwd`);
+  const cli = dgram.createSocket('udp4');
+  await new Promise((r) => cli.bind(0, '127.0.0.1', r));
+  const sizes = [1, 0, 100, 1400, 9000, 3, 60000];
+  const got = [];
+  cli.on('message', (m) => got.push(m));
+  // The route is set up by the first datagram; resend until the first echo shows up.
+  await waitFor(async () => { cli.send(Buffer.from('warmup'), lp, '127.0.0.1'); await sleep(300); if (!got.length) throw new Error('no echo yet'); });
+  got.length = 0;
+  const sent = sizes.map((n, i) => Buffer.alloc(n, 65 + i));
+  for (const d of sent) cli.send(d, lp, '127.0.0.1');
+  await waitFor(async () => { if (got.length < sent.length) throw new Error(`${got.length} echoes`); }, 10000);
+  assert.deepEqual(got.map((g) => g.length), sizes.map((n) => n + 5));
+  got.forEach((g, i) => assert.ok(g.subarray(5).equals(sent[i])));
+  cli.close(); srv.close();
 });
 
 test('Unix socket forward to a Unix socket server', { timeout: 30000 }, async () => {

@@ -621,3 +621,69 @@ mod tests {
         assert_eq!(format!("{:?}", TokenSource::Key { name: "r".into(), key: "secret".into() }), "Key(r, ***)");
     }
 }
+
+/// Largest UDP datagram carried (the 2-byte length prefix's range).
+pub const MAX_DATAGRAM: usize = 65535;
+
+/// Encodes a datagram as azbridge does inside a stream: 2-byte big-endian length + payload.
+pub fn encode_datagram(d: &[u8], out: &mut Vec<u8>) -> Result<(), ClientError> {
+    if d.len() > MAX_DATAGRAM {
+        return Err(ClientError::Config(format!("datagram of {} bytes is larger than {MAX_DATAGRAM}", d.len())));
+    }
+    out.extend_from_slice(&(d.len() as u16).to_be_bytes());
+    out.extend_from_slice(d);
+    Ok(())
+}
+
+/// Splits a byte stream back into datagrams, whatever the message boundaries were.
+#[derive(Debug, Default)]
+pub struct DatagramDecoder {
+    buf: Vec<u8>,
+}
+
+impl DatagramDecoder {
+    /// Adds received bytes.
+    pub fn push(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b);
+    }
+
+    /// The next complete datagram, if any.
+    pub fn next_datagram(&mut self) -> Option<Vec<u8>> {
+        if self.buf.len() < 2 {
+            return None;
+        }
+        let n = u16::from_be_bytes([self.buf[0], self.buf[1]]) as usize;
+        if self.buf.len() < 2 + n {
+            return None;
+        }
+        let d = self.buf[2..2 + n].to_vec();
+        self.buf.drain(..2 + n);
+        Some(d)
+    }
+}
+
+#[cfg(test)]
+mod datagram_tests {
+    use super::*;
+
+    #[test]
+    fn boundaries_survive_any_split() {
+        let grams: Vec<Vec<u8>> = vec![b"a".to_vec(), vec![], vec![7u8; 1500], b"last".to_vec()];
+        let mut wire = Vec::new();
+        for g in &grams {
+            encode_datagram(g, &mut wire).unwrap();
+        }
+        for split in 1..wire.len() {
+            let mut d = DatagramDecoder::default();
+            let mut out = Vec::new();
+            for chunk in wire.chunks(split) {
+                d.push(chunk);
+                while let Some(g) = d.next_datagram() {
+                    out.push(g);
+                }
+            }
+            assert_eq!(out, grams, "split {split}");
+        }
+        assert!(encode_datagram(&vec![0u8; 70000], &mut Vec::new()).is_err());
+    }
+}

@@ -156,6 +156,8 @@ pub struct FrameWriter<W> {
     io: W,
     role: Role,
     mask_seed: u32,
+    /// Reused for small frames and for masking, so steady-state writes do not allocate.
+    scratch: Vec<u8>,
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
@@ -170,6 +172,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             io,
             role,
             mask_seed: seed,
+            scratch: Vec::new(),
         }
     }
 
@@ -217,23 +220,23 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         let mut hb = [0u8; MAX_HEADER_LEN];
         let n = h.encode(&mut hb);
         match mask {
-            None => {
-                if payload.len() <= 4096 {
-                    let mut v = Vec::with_capacity(n + payload.len());
-                    v.extend_from_slice(&hb[..n]);
-                    v.extend_from_slice(payload);
-                    self.io.write_all(&v).await
-                } else {
-                    self.io.write_all(&hb[..n]).await?;
-                    self.io.write_all(payload).await
-                }
+            None if payload.len() > 4096 => {
+                self.io.write_all(&hb[..n]).await?;
+                self.io.write_all(payload).await
             }
-            Some(m) => {
-                let mut v = Vec::with_capacity(n + payload.len());
-                v.extend_from_slice(&hb[..n]);
-                v.extend_from_slice(payload);
-                apply_mask(&mut v[n..], m, 0);
-                self.io.write_all(&v).await
+            _ => {
+                // One write per frame: header and (masked) payload in the reused buffer.
+                self.scratch.clear();
+                self.scratch.extend_from_slice(&hb[..n]);
+                self.scratch.extend_from_slice(payload);
+                if let Some(m) = mask {
+                    apply_mask(&mut self.scratch[n..], m, 0);
+                }
+                let r = self.io.write_all(&self.scratch).await;
+                if self.scratch.capacity() > 1 << 20 {
+                    self.scratch = Vec::new();
+                }
+                r
             }
         }
     }

@@ -55,19 +55,21 @@ pub struct BridgeArgs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Local {
     Tcp { addr: String, port_name: String },
+    Udp { addr: String, port_name: String },
     Unix { path: PathBuf, port_name: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Target {
     Tcp { port_name: String, addr: String },
+    Udp { port_name: String, addr: String },
     Unix { port_name: String, path: PathBuf },
 }
 
 impl Target {
     fn port_name(&self) -> &str {
         match self {
-            Target::Tcp { port_name, .. } | Target::Unix { port_name, .. } => port_name,
+            Target::Tcp { port_name, .. } | Target::Udp { port_name, .. } | Target::Unix { port_name, .. } => port_name,
         }
     }
 }
@@ -96,8 +98,12 @@ fn parse_local(spec: &str, gateway: bool) -> Result<(String, Vec<Local>)> {
             Some((h, p)) => (h.to_string(), p),
             None => (if gateway { "0.0.0.0".into() } else { "127.0.0.1".into() }, main),
         };
-        if port.ends_with(['U', 'u']) && port[..port.len() - 1].parse::<u16>().is_ok() {
-            bail!("-L '{b}': UDP forwarding is not supported by this build yet (issue #4)");
+        if port.ends_with(['U', 'u']) {
+            if let Ok(p) = port[..port.len() - 1].parse::<u16>() {
+                let pn = name.map(str::to_string).unwrap_or_else(|| p.to_string());
+                out.push(Local::Udp { addr: format!("{host}:{p}"), port_name: pn });
+                continue;
+            }
         }
         match port.parse::<u16>() {
             Ok(p) => out.push(Local::Tcp { addr: format!("{host}:{p}"), port_name: name.unwrap_or(port).to_string() }),
@@ -123,14 +129,14 @@ fn parse_remote(spec: &str) -> Result<(String, Vec<Target>)> {
             Some((n, r)) if !n.is_empty() && !n.contains(':') && !b.starts_with('/') => (Some(n), r),
             _ => (None, b),
         };
-        if rest.ends_with(['U', 'u']) && rest[..rest.len() - 1].rsplit(':').next().is_some_and(|p| p.parse::<u16>().is_ok()) {
-            bail!("-T '{b}': UDP forwarding is not supported by this build yet (issue #4)");
-        }
+        let udp = rest.ends_with(['U', 'u']) && rest[..rest.len() - 1].rsplit(':').next().is_some_and(|p| p.parse::<u16>().is_ok());
+        let rest = if udp { &rest[..rest.len() - 1] } else { rest };
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) => (h, p),
             None => ("127.0.0.1", rest),
         };
         match port.parse::<u16>() {
+            Ok(p) if udp => out.push(Target::Udp { port_name: name.unwrap_or(port).to_string(), addr: format!("{host}:{p}") }),
             Ok(p) => out.push(Target::Tcp { port_name: name.unwrap_or(port).to_string(), addr: format!("{host}:{p}") }),
             Err(_) if rest.contains('/') || name.is_some() => {
                 // Socket paths are absolute: `relay:name/var/run/x.sock` is /var/run/x.sock.
@@ -172,6 +178,29 @@ async fn run_local(ep: Arc<RelayEndpoint>, relay: String, l: Local) -> Result<()
                 tokio::spawn(forward_out(ep.clone(), relay.clone(), port_name.clone(), s, peer.to_string()));
             }
         }
+        Local::Udp { addr, port_name } => {
+            let sock = Arc::new(tokio::net::UdpSocket::bind(&addr).await.with_context(|| format!("-L: cannot bind udp {addr}"))?);
+            tracing::info!("forwarding udp {addr} → hybrid connection '{relay}' port '{port_name}'");
+            let routes: Arc<tokio::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, tokio::sync::mpsc::Sender<Vec<u8>>>>> = Default::default();
+            let mut buf = vec![0u8; 65536];
+            loop {
+                let (n, peer) = sock.recv_from(&mut buf).await?;
+                let mut r = routes.lock().await;
+                let tx = match r.get(&peer).filter(|t| !t.is_closed()) {
+                    Some(t) => t.clone(),
+                    None => {
+                        // One relayed connection per source endpoint ("route"), as azbridge does.
+                        let (tx, rx) = tokio::sync::mpsc::channel(256);
+                        r.insert(peer, tx.clone());
+                        tokio::spawn(udp_route(ep.clone(), relay.clone(), port_name.clone(), sock.clone(), peer, rx));
+                        tx
+                    }
+                };
+                drop(r);
+                // A full route drops the datagram, like a full UDP socket buffer would.
+                let _ = tx.try_send(buf[..n].to_vec());
+            }
+        }
         Local::Unix { path, port_name } => {
             let _ = std::fs::remove_file(&path);
             let listener = tokio::net::UnixListener::bind(&path).with_context(|| format!("-L: cannot listen on {}", path.display()))?;
@@ -210,6 +239,73 @@ where
     }
 }
 
+/// Idle time after which a UDP route's relayed connection is closed (azbridge: 4 min).
+const UDP_IDLE: Duration = Duration::from_secs(240);
+
+async fn udp_route(
+    ep: Arc<RelayEndpoint>,
+    relay: String,
+    port_name: String,
+    sock: Arc<tokio::net::UdpSocket>,
+    peer: std::net::SocketAddr,
+    mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+) {
+    let res: Result<()> = async {
+        let mut c = connect(&ep, &relay, &[]).await?;
+        c.send(&preamble(&port_name, true)?).await?;
+        let reply = c.recv(16).await?.ok_or_else(|| anyhow!("the remote forwarder has no port '{port_name}'"))?;
+        if reply.as_ref() != [1, 0, 1] {
+            bail!("the remote forwarder refused datagram port '{port_name}': {:?}", reply.as_ref());
+        }
+        let mut dec = hyrelay_client::DatagramDecoder::default();
+        let mut out = Vec::with_capacity(65538);
+        loop {
+            tokio::select! {
+                d = tokio::time::timeout(UDP_IDLE, rx.recv()) => match d {
+                    Ok(Some(d)) => { out.clear(); hyrelay_client::encode_datagram(&d, &mut out)?; c.send(&out).await?; }
+                    _ => { let _ = c.writer.close(1000, "idle").await; return Ok(()); }
+                },
+                m = c.recv(1 << 20) => match m? {
+                    Some(b) => { dec.push(&b); while let Some(g) = dec.next_datagram() { sock.send_to(&g, peer).await?; } }
+                    None => return Ok(()),
+                },
+            }
+        }
+    }
+    .await;
+    if let Err(e) = res {
+        tracing::warn!(%peer, "udp route failed: {e:#}");
+    }
+}
+
+async fn udp_target(mut c: hyrelay_client::RelayedConnection, addr: &str) -> Result<()> {
+    let target: std::net::SocketAddr = tokio::net::lookup_host(addr).await?.next().context("udp target address")?;
+    let local: std::net::SocketAddr = if target.is_ipv4() { "0.0.0.0:0".parse()? } else { "[::]:0".parse()? };
+    let sock = tokio::net::UdpSocket::bind(local).await?;
+    sock.connect(target).await?;
+    c.send(&[1, 0, 1]).await?;
+    let mut dec = hyrelay_client::DatagramDecoder::default();
+    let mut buf = vec![0u8; 65536];
+    let mut out = Vec::with_capacity(65538);
+    loop {
+        tokio::select! {
+            m = tokio::time::timeout(UDP_IDLE, c.recv(1 << 20)) => match m {
+                Ok(m) => match m? {
+                    Some(b) => { dec.push(&b); while let Some(g) = dec.next_datagram() { let _ = sock.send(&g).await; } }
+                    None => return Ok(()),
+                },
+                Err(_) => { let _ = c.writer.close(1000, "idle").await; return Ok(()); }
+            },
+            r = sock.recv(&mut buf) => {
+                let n = r?;
+                out.clear();
+                hyrelay_client::encode_datagram(&buf[..n], &mut out)?;
+                c.send(&out).await?;
+            }
+        }
+    }
+}
+
 async fn handle_accept(ep: Arc<RelayEndpoint>, targets: Arc<Vec<Target>>, bind: Option<std::net::IpAddr>, req: AcceptRequest) {
     let res: Result<()> = async {
         let mut c = hyrelay_client::accept(&ep, &req).await?;
@@ -226,11 +322,20 @@ async fn handle_accept(ep: Arc<RelayEndpoint>, targets: Arc<Vec<Target>>, bind: 
         let Some(t) = t else {
             bail!("no remote forward for port '{name}': closing, as azbridge does");
         };
-        if datagram {
-            c.send(&[0, 0, 0xFF]).await?;
-            bail!("port '{name}' is a stream port but the sender asked for datagrams");
+        match (t, datagram) {
+            (Target::Udp { addr, .. }, true) => return udp_target(c, addr).await,
+            (Target::Udp { .. }, false) => {
+                c.send(&[0, 0, 1]).await?;
+                bail!("port '{name}' is a UDP port but the sender opened a stream");
+            }
+            (_, true) => {
+                c.send(&[0, 0, 0xFF]).await?;
+                bail!("port '{name}' is a stream port but the sender asked for datagrams");
+            }
+            _ => {}
         }
         match t {
+            Target::Udp { .. } => unreachable_udp()?,
             Target::Tcp { addr, .. } => {
                 let s = match bind {
                     Some(ip) => {
@@ -258,6 +363,10 @@ async fn handle_accept(ep: Arc<RelayEndpoint>, targets: Arc<Vec<Target>>, bind: 
     if let Err(e) = res {
         tracing::warn!(id = %req.id, "remote forward: {e:#}");
     }
+}
+
+fn unreachable_udp() -> Result<()> {
+    bail!("internal: UDP targets are handled above")
 }
 
 pub async fn run(a: BridgeArgs) -> Result<()> {
@@ -313,7 +422,8 @@ mod tests {
         assert_eq!(b[0], Local::Tcp { addr: "0.0.0.0:8080".into(), port_name: "8080".into() });
         let (_, b) = parse_local("/tmp/x.sock/sock1:relay", false).unwrap();
         assert_eq!(b[0], Local::Unix { path: "/tmp/x.sock".into(), port_name: "sock1".into() });
-        assert!(parse_local("53U:dns", false).unwrap_err().to_string().contains("UDP"));
+        let (_, b) = parse_local("5353U/dns:relay", false).unwrap();
+        assert_eq!(b[0], Local::Udp { addr: "127.0.0.1:5353".into(), port_name: "dns".into() });
         assert!(parse_local("nope", false).is_err());
     }
 
@@ -330,6 +440,8 @@ mod tests {
         assert_eq!(t[0], Target::Unix { port_name: "s".into(), path: "/var/run/x.sock".into() });
         let (_, t) = parse_remote("relay:/run/y.sock").unwrap();
         assert_eq!(t[0], Target::Unix { port_name: "y.sock".into(), path: "/run/y.sock".into() });
+        let (_, t) = parse_remote("relay:dns/127.0.0.1:53U").unwrap();
+        assert_eq!(t[0], Target::Udp { port_name: "dns".into(), addr: "127.0.0.1:53".into() });
         assert!(parse_remote("relay").is_err());
     }
 }
