@@ -11,6 +11,10 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { createRequire } from 'node:module';
 import { startRelay, BIN, PEERS, KEYNAME, sleep } from './harness.mjs';
+import http from 'node:http';
+import { execFile as execFileCb } from 'node:child_process';
+import { promisify } from 'node:util';
+const execFileP = promisify(execFileCb);
 
 const require = createRequire(import.meta.url);
 const WS = require(path.join(PEERS, 'hyco-ws'));
@@ -227,4 +231,33 @@ test('relay restart: the -T listener reconnects and serves new connections', { t
   console.log(`listener back after ${Date.now() - t0} ms`);
   assert.match(got.toString(), /^after\|5\|/);
   assert.match(t.log(), /reconnecting/);
+});
+
+test('-H: curl reaches a local HTTP server through the relay (small, >64 kB request, >64 kB response)', { timeout: 60000 }, async () => {
+  relay.createHyco('web');
+  const big = crypto.randomBytes(500 * 1024);
+  const srv = http.createServer((req, res) => {
+    const parts = [];
+    req.on('data', (d) => parts.push(d));
+    req.on('end', () => {
+      const body = Buffer.concat(parts);
+      if (req.url.startsWith('/big')) { res.setHeader('content-type', 'application/octet-stream'); res.end(big); return; }
+      res.setHeader('x-seen-host', String(req.headers.host));
+      res.end(`${req.method} ${req.url} ${body.length} ${crypto.createHash('sha256').update(body).digest('hex')}`);
+    });
+  }).listen(0, '127.0.0.1');
+  await new Promise((r) => srv.on('listening', r));
+  await bridge('-H', `web:http/127.0.0.1:${srv.address().port}`);
+  const tok = relay.token(`http://${relay.host}/web`);
+  // curl runs asynchronously: the HTTP server lives in this process's event loop.
+  const curl = async (...args) => (await execFileP('curl', ['-sS', '-H', `ServiceBusAuthorization: ${tok}`, ...args], { maxBuffer: 16 << 20, encoding: 'buffer' })).stdout;
+  const url = `http://${relay.ns}/web`;
+  const small = await waitFor(async () => (await curl('-f', `${url}/api/items?id=7`)).toString());
+  assert.equal(small, `GET /api/items?id=7 0 ${crypto.createHash('sha256').update(Buffer.alloc(0)).digest('hex')}`);
+  const post = crypto.randomBytes(200 * 1024);
+  const file = path.join(tmp, 'post.bin'); fs.writeFileSync(file, post);
+  assert.equal((await curl('-f', '--data-binary', `@${file}`, `${url}/upload`)).toString(), `POST /upload ${post.length} ${crypto.createHash('sha256').update(post).digest('hex')}`);
+  const got = await curl('-f', `${url}/big`);
+  assert.ok(got.equals(big), `big response: ${got.length} bytes`);
+  srv.close();
 });

@@ -68,7 +68,10 @@ pub enum ClientError {
 impl ClientError {
     /// Whether retrying can help (401/403/404 are not retried by the listener loop).
     pub fn is_permanent(&self) -> bool {
-        matches!(self, ClientError::Refused { status: 404, .. } | ClientError::Config(_))
+        matches!(
+            self,
+            ClientError::Refused { status: 404, .. } | ClientError::Config(_)
+        )
     }
 }
 
@@ -130,26 +133,31 @@ pub struct RelayEndpoint {
 }
 
 fn is_loopback(host: &str) -> bool {
-    host == "localhost"
-        || host.starts_with("127.")
-        || host == "::1"
-        || host == "[::1]"
+    host == "localhost" || host.starts_with("127.") || host == "::1" || host == "[::1]"
 }
 
 impl RelayEndpoint {
     /// From an endpoint URI (`sb://`, `wss://`, `ws://`, host[:port]) and a token source.
-    pub fn new(endpoint: &str, token: TokenSource, tls: Arc<rustls::ClientConfig>) -> Result<RelayEndpoint, ClientError> {
+    pub fn new(
+        endpoint: &str,
+        token: TokenSource,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<RelayEndpoint, ClientError> {
         let (scheme, rest) = endpoint.split_once("://").unwrap_or(("sb", endpoint));
         let authority = rest.split('/').next().unwrap_or("");
         if authority.is_empty() {
-            return Err(ClientError::Config(format!("endpoint '{endpoint}' has no host")));
+            return Err(ClientError::Config(format!(
+                "endpoint '{endpoint}' has no host"
+            )));
         }
         let scheme = scheme.to_ascii_lowercase();
         let default_port = if scheme == "ws" { 80 } else { 443 };
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) if !h.is_empty() && !p.contains(']') => (
                 h.to_string(),
-                p.parse().map_err(|_| ClientError::Config(format!("endpoint '{endpoint}': bad port '{p}'")))?,
+                p.parse().map_err(|_| {
+                    ClientError::Config(format!("endpoint '{endpoint}': bad port '{p}'"))
+                })?,
             ),
             _ => (authority.to_string(), default_port),
         };
@@ -158,7 +166,11 @@ impl RelayEndpoint {
             "wss" | "https" => Security::Tls,
             "sb" if is_loopback(&host) => Security::TlsOrLoopbackPlain,
             "sb" => Security::Tls,
-            other => return Err(ClientError::Config(format!("endpoint scheme '{other}' is not sb, wss or ws"))),
+            other => {
+                return Err(ClientError::Config(format!(
+                    "endpoint scheme '{other}' is not sb, wss or ws"
+                )))
+            }
         };
         Ok(RelayEndpoint {
             host,
@@ -172,10 +184,16 @@ impl RelayEndpoint {
     }
 
     /// From an Azure connection string.
-    pub fn from_connection_string(cs: &str, tls: Arc<rustls::ClientConfig>) -> Result<RelayEndpoint, ClientError> {
+    pub fn from_connection_string(
+        cs: &str,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<RelayEndpoint, ClientError> {
         let c = ConnectionString::parse(cs).map_err(|e| ClientError::Config(e.to_string()))?;
         let token = match (&c.key_name, &c.key, &c.signature) {
-            (Some(n), Some(k), _) => TokenSource::Key { name: n.clone(), key: k.clone() },
+            (Some(n), Some(k), _) => TokenSource::Key {
+                name: n.clone(),
+                key: k.clone(),
+            },
             (_, _, Some(s)) => TokenSource::Fixed(s.clone()),
             _ => TokenSource::None,
         };
@@ -211,40 +229,82 @@ impl RelayEndpoint {
     }
 
     async fn dial_addr(&self, addr: &str, host: &str, tls: bool) -> Result<Stream, ClientError> {
-        let tcp = TcpStream::connect(addr).await.map_err(|source| ClientError::Unreachable { addr: addr.to_string(), source })?;
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                addr: addr.to_string(),
+                source,
+            })?;
         let _ = tcp.set_nodelay(true);
         if !tls {
             return Ok(Stream::Plain(tcp));
         }
-        let name = rustls::pki_types::ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_string())
-            .map_err(|e| ClientError::Config(format!("bad host name {host}: {e}")))?;
+        let name = rustls::pki_types::ServerName::try_from(
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+        )
+        .map_err(|e| ClientError::Config(format!("bad host name {host}: {e}")))?;
         let s = tokio_rustls::TlsConnector::from(self.tls.clone())
             .connect(name, tcp)
             .await
-            .map_err(|e| ClientError::Tls { addr: addr.to_string(), message: e.to_string() })?;
+            .map_err(|e| ClientError::Tls {
+                addr: addr.to_string(),
+                message: e.to_string(),
+            })?;
         Ok(Stream::ClientTls(Box::new(s)))
     }
 
     /// Opens a WebSocket to `target` (origin form) on the relay, or on the host/port/scheme
     /// of `url` when given (rendezvous addresses).
-    async fn open(&self, target: &str, url: Option<&str>, headers: &[(String, String)], what: &'static str) -> Result<RelayedConnection, ClientError> {
+    async fn open(
+        &self,
+        target: &str,
+        url: Option<&str>,
+        headers: &[(String, String)],
+        what: &'static str,
+    ) -> Result<RelayedConnection, ClientError> {
         let (addr, host, tls, target) = match url {
             Some(u) => {
-                let (scheme, rest) = u.split_once("://").ok_or_else(|| ClientError::Config(format!("bad address {u}")))?;
+                let (scheme, rest) = u
+                    .split_once("://")
+                    .ok_or_else(|| ClientError::Config(format!("bad address {u}")))?;
                 let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
                 let tls = scheme.eq_ignore_ascii_case("wss");
-                let addr = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+                let addr = if authority
+                    .rsplit_once(':')
+                    .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+                {
                     authority.to_string()
                 } else {
                     format!("{authority}:{}", if tls { 443 } else { 80 })
                 };
-                let host = authority.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_else(|| authority.to_string());
-                (addr, host, tls, if path.is_empty() { "/".to_string() } else { path.to_string() })
+                let host = authority
+                    .rsplit_once(':')
+                    .map(|(h, _)| h.to_string())
+                    .unwrap_or_else(|| authority.to_string());
+                (
+                    addr,
+                    host,
+                    tls,
+                    if path.is_empty() {
+                        "/".to_string()
+                    } else {
+                        path.to_string()
+                    },
+                )
             }
-            None => (self.addr(), self.host.clone(), self.security != Security::Plain, target.to_string()),
+            None => (
+                self.addr(),
+                self.host.clone(),
+                self.security != Security::Plain,
+                target.to_string(),
+            ),
         };
         let mut stream = match self.dial_addr(&addr, &host, tls).await {
-            Err(ClientError::Tls { .. }) if url.is_none() && self.security == Security::TlsOrLoopbackPlain => {
+            Err(ClientError::Tls { .. })
+                if url.is_none() && self.security == Security::TlsOrLoopbackPlain =>
+            {
                 tracing::debug!("{addr} does not speak TLS: using clear WebSocket (loopback only)");
                 self.dial_addr(&addr, &host, false).await?
             }
@@ -252,7 +312,11 @@ impl RelayEndpoint {
         };
         let hs = client_handshake(&mut stream, &addr, &target, headers).await?;
         if hs.status != 101 {
-            return Err(ClientError::Refused { what, status: hs.status, reason: hs.reason });
+            return Err(ClientError::Refused {
+                what,
+                status: hs.status,
+                reason: hs.reason,
+            });
         }
         let protocol = hs.header("sec-websocket-protocol").map(str::to_string);
         let (r, w) = split(stream);
@@ -281,7 +345,11 @@ impl RelayedConnection {
         let mut msg: Vec<u8> = Vec::new();
         loop {
             let Some(h) = self.reader.header().await? else {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "relay connection ended without Close").into());
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "relay connection ended without Close",
+                )
+                .into());
             };
             match h.opcode {
                 OpCode::Ping => {
@@ -297,7 +365,9 @@ impl RelayedConnection {
                 }
                 _ => {
                     if msg.len() as u64 + h.len > limit as u64 {
-                        return Err(ClientError::Config(format!("message larger than {limit} bytes")));
+                        return Err(ClientError::Config(format!(
+                            "message larger than {limit} bytes"
+                        )));
                     }
                     msg.extend_from_slice(&self.reader.payload(limit).await?);
                     if h.fin {
@@ -315,14 +385,24 @@ impl RelayedConnection {
 }
 
 /// Opens a sender connection to `entity` (path suffix and query may follow the name).
-pub async fn connect(ep: &RelayEndpoint, entity: &str, headers: &[(String, String)]) -> Result<RelayedConnection, ClientError> {
+pub async fn connect(
+    ep: &RelayEndpoint,
+    entity: &str,
+    headers: &[(String, String)],
+) -> Result<RelayedConnection, ClientError> {
     let name = entity.split(['/', '?']).next().unwrap_or(entity);
     let mut h: Vec<(String, String)> = headers.to_vec();
     if let Some((t, _)) = ep.token_for(name) {
         h.push(("ServiceBusAuthorization".into(), t));
     }
     let sep = if entity.contains('?') { '&' } else { '?' };
-    ep.open(&format!("/$hc/{entity}{sep}sb-hc-action=connect"), None, &h, "connect").await
+    ep.open(
+        &format!("/$hc/{entity}{sep}sb-hc-action=connect"),
+        None,
+        &h,
+        "connect",
+    )
+    .await
 }
 
 /// Listener settings.
@@ -348,6 +428,190 @@ pub struct Listener {
     ep: RelayEndpoint,
     entity: String,
     opts: ListenerOptions,
+    requests: Option<RequestHandler>,
+}
+
+/// Largest relayed HTTP request or response body this client buffers.
+pub const MAX_HTTP_BODY: usize = 64 * 1024 * 1024;
+
+/// An HTTP request relayed to the listener.
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    /// Request id.
+    pub id: String,
+    /// Rendezvous address of the request (for large responses).
+    pub address: String,
+    /// Method.
+    pub method: String,
+    /// Origin-form target, including the hybrid connection name.
+    pub target: String,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl HttpRequest {
+    fn from_json(r: &serde_json::Value, body: Bytes) -> HttpRequest {
+        let s = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        HttpRequest {
+            id: s("id"),
+            address: s("address"),
+            method: s("method"),
+            target: s("requestTarget"),
+            headers: r
+                .get("requestHeaders")
+                .and_then(|h| h.as_object())
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            body,
+        }
+    }
+}
+
+/// The listener's answer.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Reason phrase.
+    pub reason: Option<String>,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Bytes,
+}
+
+/// Serves relayed HTTP requests.
+pub type RequestHandler = Arc<
+    dyn Fn(HttpRequest) -> std::pin::Pin<Box<dyn std::future::Future<Output = HttpResponse> + Send>>
+        + Send
+        + Sync,
+>;
+
+async fn read_message(
+    reader: &mut FrameReader<ReadSide>,
+    writer: &tokio::sync::Mutex<FrameWriter<WriteSide>>,
+    limit: usize,
+) -> Result<Bytes, ClientError> {
+    let mut msg = Vec::new();
+    loop {
+        let Some(h) = reader.header().await? else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection ended inside a body",
+            )
+            .into());
+        };
+        match h.opcode {
+            OpCode::Ping => {
+                let p = reader.payload(125).await?;
+                writer.lock().await.frame(true, OpCode::Pong, &p).await?;
+            }
+            OpCode::Pong => {
+                reader.payload(125).await?;
+            }
+            OpCode::Close => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "closed inside a body",
+                )
+                .into())
+            }
+            _ => {
+                if msg.len() as u64 + h.len > limit as u64 {
+                    return Err(ClientError::Config(format!(
+                        "HTTP body larger than {limit} bytes"
+                    )));
+                }
+                msg.extend_from_slice(&reader.payload(limit).await?);
+                if h.fin {
+                    return Ok(Bytes::from(msg));
+                }
+            }
+        }
+    }
+}
+
+fn response_json(req_id: &str, r: &HttpResponse) -> String {
+    let headers: serde_json::Map<String, serde_json::Value> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    serde_json::json!({"response": {
+        "requestId": req_id,
+        "statusCode": r.status,
+        "statusDescription": r.reason,
+        "responseHeaders": headers,
+        "body": !r.body.is_empty(),
+    }})
+    .to_string()
+}
+
+async fn send_response(
+    w: &mut FrameWriter<WriteSide>,
+    req_id: &str,
+    r: &HttpResponse,
+) -> Result<(), ClientError> {
+    w.text(&response_json(req_id, r)).await?;
+    if !r.body.is_empty() {
+        w.frame(true, OpCode::Binary, &r.body).await?;
+    }
+    Ok(())
+}
+
+/// Sends a response on the control channel when small, else over a rendezvous socket.
+async fn respond(
+    ep: &RelayEndpoint,
+    control: &tokio::sync::Mutex<FrameWriter<WriteSide>>,
+    req: &HttpRequest,
+    resp: HttpResponse,
+) -> Result<(), ClientError> {
+    if resp.body.len() + 4096 <= 64 * 1024 {
+        return send_response(&mut *control.lock().await, &req.id, &resp).await;
+    }
+    let mut c = ep.open("", Some(&req.address), &[], "request").await?;
+    send_response(&mut c.writer, &req.id, &resp).await?;
+    // The relay closes the rendezvous after the response.
+    let _ = tokio::time::timeout(Duration::from_secs(10), c.recv(1024)).await;
+    Ok(())
+}
+
+async fn serve_rendezvous_request(
+    ep: &RelayEndpoint,
+    address: &str,
+    handler: RequestHandler,
+) -> Result<(), ClientError> {
+    let c = ep.open("", Some(address), &[], "request").await?;
+    let RelayedConnection {
+        mut reader, writer, ..
+    } = c;
+    let writer = tokio::sync::Mutex::new(writer);
+    let first = read_message(&mut reader, &writer, 64 * 1024).await?;
+    let v: serde_json::Value = serde_json::from_slice(&first)
+        .map_err(|e| ClientError::Config(format!("bad request JSON: {e}")))?;
+    let r = v
+        .get("request")
+        .ok_or_else(|| ClientError::Config("expected a request command".into()))?;
+    let body = if r.get("body").and_then(|b| b.as_bool()).unwrap_or(false) {
+        read_message(&mut reader, &writer, MAX_HTTP_BODY).await?
+    } else {
+        Bytes::new()
+    };
+    let req = HttpRequest::from_json(r, body);
+    let resp = handler(req.clone()).await;
+    send_response(&mut *writer.lock().await, &req.id, &resp).await?;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        read_message(&mut reader, &writer, 1024),
+    )
+    .await;
+    Ok(())
 }
 
 /// What the relay asked of the listener.
@@ -364,7 +628,18 @@ pub struct AcceptRequest {
 impl Listener {
     /// A listener for `entity`.
     pub fn new(ep: RelayEndpoint, entity: &str, opts: ListenerOptions) -> Listener {
-        Listener { ep, entity: entity.trim_matches('/').to_string(), opts }
+        Listener {
+            ep,
+            entity: entity.trim_matches('/').to_string(),
+            opts,
+            requests: None,
+        }
+    }
+
+    /// Serves relayed HTTP requests with `h` (azbridge -H).
+    pub fn with_requests(mut self, h: RequestHandler) -> Listener {
+        self.requests = Some(h);
+        self
     }
 
     /// Runs forever: keeps the control channel up and calls `on_accept` for every sender
@@ -383,13 +658,18 @@ impl Listener {
             match self.session(on_accept.clone()).await {
                 Err(e) if e.is_permanent() => return e,
                 Err(e) => tracing::warn!(entity = %self.entity, "listener: {e}; reconnecting"),
-                Ok(()) => tracing::info!(entity = %self.entity, "listener: control channel closed by the relay; reconnecting"),
+                Ok(()) => {
+                    tracing::info!(entity = %self.entity, "listener: control channel closed by the relay; reconnecting")
+                }
             }
             if started.elapsed() > Duration::from_secs(60) {
                 attempt = 0;
             }
-            let base = Duration::from_secs(steps[attempt.min(steps.len() - 1)]).min(self.opts.max_backoff);
-            let jitter = Duration::from_millis(rand::random::<u64>() % 250 + if base.is_zero() { 50 } else { 0 });
+            let base =
+                Duration::from_secs(steps[attempt.min(steps.len() - 1)]).min(self.opts.max_backoff);
+            let jitter = Duration::from_millis(
+                rand::random::<u64>() % 250 + if base.is_zero() { 50 } else { 0 },
+            );
             attempt += 1;
             tokio::time::sleep(base + jitter).await;
         }
@@ -400,12 +680,14 @@ impl Listener {
         F: Fn(AcceptRequest) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        let (token, expiry) = self
-            .ep
-            .token_for(&self.entity)
-            .ok_or_else(|| ClientError::Config("a listener needs a token: give a rule and key, a connection string or a SAS token".into()))?;
+        let (token, expiry) = self.ep.token_for(&self.entity).ok_or_else(|| {
+            ClientError::Config(
+                "a listener needs a token: give a rule and key, a connection string or a SAS token"
+                    .into(),
+            )
+        })?;
         let id = format!("{:032x}", rand::random::<u128>());
-        let mut conn = self
+        let conn = self
             .ep
             .open(
                 &format!("/$hc/{}?sb-hc-action=listen&sb-hc-id={id}", self.entity),
@@ -415,11 +697,18 @@ impl Listener {
             )
             .await?;
         tracing::info!(entity = %self.entity, relay = %self.ep.addr(), "listener online");
+        let RelayedConnection {
+            mut reader, writer, ..
+        } = conn;
+        let writer = Arc::new(tokio::sync::Mutex::new(writer));
         let mut ping = tokio::time::interval(self.opts.keep_alive);
         ping.tick().await;
         let renew_in = expiry
             .map(|e| {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
                 Duration::from_secs(e.saturating_sub(now) * 4 / 5)
             })
             .unwrap_or(Duration::from_secs(u32::MAX as u64));
@@ -427,11 +716,11 @@ impl Listener {
         tokio::pin!(renew);
         loop {
             tokio::select! {
-                h = conn.reader.header() => {
+                h = reader.header() => {
                     let Some(h) = h? else { return Ok(()) };
                     match h.opcode {
                         OpCode::Text => {
-                            let p = conn.reader.payload(64 * 1024).await?;
+                            let p = reader.payload(64 * 1024).await?;
                             let v: serde_json::Value = match serde_json::from_slice(&p) {
                                 Ok(v) => v,
                                 Err(e) => { tracing::warn!("relay sent invalid JSON: {e}"); continue; }
@@ -443,28 +732,57 @@ impl Listener {
                                     headers: a.get("connectHeaders").and_then(|x| x.as_object()).cloned().unwrap_or_default(),
                                 };
                                 tokio::spawn(on_accept(req));
+                            } else if let Some(r) = v.get("request") {
+                                let Some(handler) = self.requests.clone() else {
+                                    tracing::warn!("HTTP request received but this listener serves no HTTP; the sender will time out");
+                                    continue;
+                                };
+                                if r.get("method").is_some() {
+                                    // Complete request on the control channel; its body is the next message.
+                                    let body = if r.get("body").and_then(|b| b.as_bool()).unwrap_or(false) {
+                                        read_message(&mut reader, &writer, MAX_HTTP_BODY).await?
+                                    } else {
+                                        Bytes::new()
+                                    };
+                                    let req = HttpRequest::from_json(r, body);
+                                    let (ep, w) = (self.ep.clone(), writer.clone());
+                                    tokio::spawn(async move {
+                                        let resp = handler(req.clone()).await;
+                                        if let Err(e) = respond(&ep, &w, &req, resp).await {
+                                            tracing::warn!(request = %req.id, "sending the response failed: {e}");
+                                        }
+                                    });
+                                } else {
+                                    let ep = self.ep.clone();
+                                    let address = r.get("address").and_then(|a| a.as_str()).unwrap_or("").to_string();
+                                    tokio::spawn(async move {
+                                        if let Err(e) = serve_rendezvous_request(&ep, &address, handler).await {
+                                            tracing::warn!("HTTP rendezvous failed: {e}");
+                                        }
+                                    });
+                                }
                             } else {
                                 tracing::debug!("ignoring control command {}", String::from_utf8_lossy(&p[..p.len().min(64)]));
                             }
                         }
-                        OpCode::Ping => { let p = conn.reader.payload(125).await?; conn.writer.frame(true, OpCode::Pong, &p).await?; }
+                        OpCode::Ping => { let p = reader.payload(125).await?; writer.lock().await.frame(true, OpCode::Pong, &p).await?; }
                         OpCode::Close => {
-                            let p = conn.reader.payload(125).await?;
+                            let p = reader.payload(125).await?;
                             let c = CloseFrame::parse(&p);
-                            let _ = conn.writer.close(1000, "").await;
+                            let _ = writer.lock().await.close(1000, "").await;
                             return match c.and_then(|c| c.code) {
                                 Some(1000) | None => Ok(()),
                                 Some(code) => Err(ClientError::Refused { what: "listen", status: code, reason: c_reason(&p) }),
                             };
                         }
-                        _ => { while conn.reader.chunk(64 * 1024).await?.is_some() {} }
+                        _ => { while reader.chunk(64 * 1024).await?.is_some() {} }
                     }
                 }
-                _ = ping.tick() => { conn.writer.frame(true, OpCode::Ping, b"").await?; }
+                _ = ping.tick() => { writer.lock().await.frame(true, OpCode::Ping, b"").await?; }
                 _ = &mut renew => {
                     if let Some((t, exp)) = self.ep.token_for(&self.entity) {
                         let msg = serde_json::json!({"renewToken": {"token": t}}).to_string();
-                        conn.writer.text(&msg).await?;
+                        writer.lock().await.text(&msg).await?;
                         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
                         let next = exp.map(|e| e.saturating_sub(now) * 4 / 5).unwrap_or(3600);
                         renew.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(next.max(60)));
@@ -485,13 +803,21 @@ fn c_reason(p: &[u8]) -> String {
 }
 
 /// Dials a rendezvous address (accept).
-pub async fn accept(ep: &RelayEndpoint, req: &AcceptRequest) -> Result<RelayedConnection, ClientError> {
+pub async fn accept(
+    ep: &RelayEndpoint,
+    req: &AcceptRequest,
+) -> Result<RelayedConnection, ClientError> {
     ep.open("", Some(&req.address), &[], "accept").await
 }
 
 /// Rejects a sender with a status (both parameter spellings are understood by hyrelay;
 /// this uses the .NET one).
-pub async fn reject(ep: &RelayEndpoint, req: &AcceptRequest, status: u16, description: &str) -> Result<(), ClientError> {
+pub async fn reject(
+    ep: &RelayEndpoint,
+    req: &AcceptRequest,
+    status: u16,
+    description: &str,
+) -> Result<(), ClientError> {
     let url = format!(
         "{}&sb-hc-statusCode={status}&sb-hc-statusDescription={}",
         req.address,
@@ -522,7 +848,9 @@ pub async fn pipe<S>(conn: RelayedConnection, stream: S) -> Result<PipeReport, C
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let RelayedConnection { mut reader, writer, .. } = conn;
+    let RelayedConnection {
+        mut reader, writer, ..
+    } = conn;
     let writer = Arc::new(tokio::sync::Mutex::new(writer));
     let (mut sr, mut sw) = tokio::io::split(stream);
     let w2 = writer.clone();
@@ -544,7 +872,10 @@ where
         let mut n_total = 0u64;
         loop {
             let Some(h) = reader.header().await? else {
-                return Err(ClientError::Io(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "the relayed connection was aborted")));
+                return Err(ClientError::Io(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "the relayed connection was aborted",
+                )));
             };
             match h.opcode {
                 OpCode::Close => {
@@ -576,7 +907,9 @@ where
 pub fn preamble(port_name: &str, datagram: bool) -> Result<Vec<u8>, ClientError> {
     let name = port_name.as_bytes();
     if name.len() > 255 {
-        return Err(ClientError::Config(format!("port name '{port_name}' is longer than 255 bytes")));
+        return Err(ClientError::Config(format!(
+            "port name '{port_name}' is longer than 255 bytes"
+        )));
     }
     let mut v = vec![1, 0, u8::from(datagram), name.len() as u8];
     v.extend_from_slice(name);
@@ -586,9 +919,12 @@ pub fn preamble(port_name: &str, datagram: bool) -> Result<Vec<u8>, ClientError>
 /// Parses azbridge's preamble: (port name, datagram).
 pub fn parse_preamble(b: &[u8]) -> Result<(String, bool), ClientError> {
     if b.len() < 4 || b[0] != 1 || b[1] != 0 || b[2] > 1 || b.len() != 4 + b[3] as usize {
-        return Err(ClientError::Config("not an azbridge preamble (01 00 mode len name)".into()));
+        return Err(ClientError::Config(
+            "not an azbridge preamble (01 00 mode len name)".into(),
+        ));
     }
-    let name = std::str::from_utf8(&b[4..]).map_err(|_| ClientError::Config("port name is not UTF-8".into()))?;
+    let name = std::str::from_utf8(&b[4..])
+        .map_err(|_| ClientError::Config("port name is not UTF-8".into()))?;
     Ok((name.to_string(), b[2] == 1))
 }
 
@@ -599,9 +935,15 @@ mod tests {
     #[test]
     fn preamble_roundtrip_and_bytes() {
         // The transcript in azbridge's documentation: stream mode, port name "rdp".
-        assert_eq!(preamble("rdp", false).unwrap(), vec![1, 0, 0, 3, b'r', b'd', b'p']);
+        assert_eq!(
+            preamble("rdp", false).unwrap(),
+            vec![1, 0, 0, 3, b'r', b'd', b'p']
+        );
         assert_eq!(preamble("53", true).unwrap(), vec![1, 0, 1, 2, b'5', b'3']);
-        assert_eq!(parse_preamble(&[1, 0, 0, 3, b'r', b'd', b'p']).unwrap(), ("rdp".into(), false));
+        assert_eq!(
+            parse_preamble(&[1, 0, 0, 3, b'r', b'd', b'p']).unwrap(),
+            ("rdp".into(), false)
+        );
         assert!(parse_preamble(&[1, 0, 0, 4, b'r']).is_err());
         assert!(parse_preamble(&[2, 0, 0, 0]).is_err());
         assert!(preamble(&"x".repeat(256), false).is_err());
@@ -610,15 +952,36 @@ mod tests {
     #[test]
     fn endpoints() {
         let tls = hyrelay_net::tls::client_config(&[], false).unwrap();
-        let e = RelayEndpoint::from_connection_string("Endpoint=sb://127.0.0.1:9080/;SharedAccessKeyName=R;SharedAccessKey=k=;EntityPath=hc", tls.clone()).unwrap();
-        assert_eq!((e.host.as_str(), e.port, e.security), ("127.0.0.1", 9080, Security::TlsOrLoopbackPlain));
+        let e = RelayEndpoint::from_connection_string(
+            "Endpoint=sb://127.0.0.1:9080/;SharedAccessKeyName=R;SharedAccessKey=k=;EntityPath=hc",
+            tls.clone(),
+        )
+        .unwrap();
+        assert_eq!(
+            (e.host.as_str(), e.port, e.security),
+            ("127.0.0.1", 9080, Security::TlsOrLoopbackPlain)
+        );
         assert_eq!(e.entity.as_deref(), Some("hc"));
-        let a = RelayEndpoint::new("sb://ns.servicebus.windows.net/", TokenSource::None, tls.clone()).unwrap();
+        let a = RelayEndpoint::new(
+            "sb://ns.servicebus.windows.net/",
+            TokenSource::None,
+            tls.clone(),
+        )
+        .unwrap();
         assert_eq!((a.port, a.security), (443, Security::Tls));
         let w = RelayEndpoint::new("ws://localhost:1", TokenSource::None, tls.clone()).unwrap();
         assert_eq!(w.security, Security::Plain);
         assert!(RelayEndpoint::new("ftp://x", TokenSource::None, tls).is_err());
-        assert_eq!(format!("{:?}", TokenSource::Key { name: "r".into(), key: "secret".into() }), "Key(r, ***)");
+        assert_eq!(
+            format!(
+                "{:?}",
+                TokenSource::Key {
+                    name: "r".into(),
+                    key: "secret".into()
+                }
+            ),
+            "Key(r, ***)"
+        );
     }
 }
 
@@ -628,7 +991,10 @@ pub const MAX_DATAGRAM: usize = 65535;
 /// Encodes a datagram as azbridge does inside a stream: 2-byte big-endian length + payload.
 pub fn encode_datagram(d: &[u8], out: &mut Vec<u8>) -> Result<(), ClientError> {
     if d.len() > MAX_DATAGRAM {
-        return Err(ClientError::Config(format!("datagram of {} bytes is larger than {MAX_DATAGRAM}", d.len())));
+        return Err(ClientError::Config(format!(
+            "datagram of {} bytes is larger than {MAX_DATAGRAM}",
+            d.len()
+        )));
     }
     out.extend_from_slice(&(d.len() as u16).to_be_bytes());
     out.extend_from_slice(d);

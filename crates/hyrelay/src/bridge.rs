@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use hyrelay_client::{connect, parse_preamble, pipe, preamble, AcceptRequest, Listener, ListenerOptions, RelayEndpoint, TokenSource};
+use hyrelay_client::{
+    connect, parse_preamble, pipe, preamble, AcceptRequest, Listener, ListenerOptions,
+    RelayEndpoint, TokenSource,
+};
 
 #[derive(clap::Args, Debug)]
 pub struct BridgeArgs {
@@ -23,8 +26,17 @@ pub struct BridgeArgs {
     /// Listens on hybrid connection `relay` and dials the target for each sender.
     #[arg(short = 'T', visible_short_alias = 'R', value_name = "SPEC")]
     remote: Vec<String>,
+    /// Remote HTTP forward: relay:{http|https}/[host[/path]:]port. The relay's HTTP endpoint
+    /// https://relay-host/relay/… becomes a reverse proxy to this local HTTP server.
+    #[arg(short = 'H', value_name = "SPEC")]
+    http: Vec<String>,
     /// Connection string (Endpoint, SharedAccessKeyName, SharedAccessKey or SharedAccessSignature).
-    #[arg(short = 'x', long = "connection-string", env = "HYRELAY_CONNECTION_STRING", hide_env_values = true)]
+    #[arg(
+        short = 'x',
+        long = "connection-string",
+        env = "HYRELAY_CONNECTION_STRING",
+        hide_env_values = true
+    )]
     connection_string: Option<String>,
     /// Relay endpoint, e.g. sb://relay.example/ (with -K/-k or -s).
     #[arg(short = 'e', long = "endpoint")]
@@ -69,7 +81,9 @@ enum Target {
 impl Target {
     fn port_name(&self) -> &str {
         match self {
-            Target::Tcp { port_name, .. } | Target::Udp { port_name, .. } | Target::Unix { port_name, .. } => port_name,
+            Target::Tcp { port_name, .. }
+            | Target::Udp { port_name, .. }
+            | Target::Unix { port_name, .. } => port_name,
         }
     }
 }
@@ -87,31 +101,58 @@ fn parse_local(spec: &str, gateway: bool) -> Result<(String, Vec<Local>)> {
         // off when what precedes it looks like a socket file (has an extension).
         let (main, name) = match b.rsplit_once('/') {
             Some((m, n)) if !m.is_empty() && !n.is_empty() => {
-                let m_is_port = m.rsplit(':').next().is_some_and(|p| p.trim_end_matches(['U', 'u']).parse::<u16>().is_ok());
+                let m_is_port = m
+                    .rsplit(':')
+                    .next()
+                    .is_some_and(|p| p.trim_end_matches(['U', 'u']).parse::<u16>().is_ok());
                 let m_is_socket = (m.starts_with('/') || m.starts_with('.'))
                     && PathBuf::from(m).extension().is_some();
-                if m_is_port || m_is_socket { (m, Some(n)) } else { (b, None) }
+                if m_is_port || m_is_socket {
+                    (m, Some(n))
+                } else {
+                    (b, None)
+                }
             }
             _ => (b, None),
         };
         let (host, port) = match main.rsplit_once(':') {
             Some((h, p)) => (h.to_string(), p),
-            None => (if gateway { "0.0.0.0".into() } else { "127.0.0.1".into() }, main),
+            None => (
+                if gateway {
+                    "0.0.0.0".into()
+                } else {
+                    "127.0.0.1".into()
+                },
+                main,
+            ),
         };
         if port.ends_with(['U', 'u']) {
             if let Ok(p) = port[..port.len() - 1].parse::<u16>() {
                 let pn = name.map(str::to_string).unwrap_or_else(|| p.to_string());
-                out.push(Local::Udp { addr: format!("{host}:{p}"), port_name: pn });
+                out.push(Local::Udp {
+                    addr: format!("{host}:{p}"),
+                    port_name: pn,
+                });
                 continue;
             }
         }
         match port.parse::<u16>() {
-            Ok(p) => out.push(Local::Tcp { addr: format!("{host}:{p}"), port_name: name.unwrap_or(port).to_string() }),
+            Ok(p) => out.push(Local::Tcp {
+                addr: format!("{host}:{p}"),
+                port_name: name.unwrap_or(port).to_string(),
+            }),
             Err(_) if main.contains('/') || main.starts_with('.') => {
                 let pn = name.map(str::to_string).unwrap_or_else(|| {
-                    PathBuf::from(main).file_name().and_then(|f| f.to_str()).unwrap_or("socket").to_string()
+                    PathBuf::from(main)
+                        .file_name()
+                        .and_then(|f| f.to_str())
+                        .unwrap_or("socket")
+                        .to_string()
                 });
-                out.push(Local::Unix { path: PathBuf::from(main), port_name: pn })
+                out.push(Local::Unix {
+                    path: PathBuf::from(main),
+                    port_name: pn,
+                })
             }
             Err(_) => bail!("-L '{b}': '{port}' is neither a port number nor a socket path"),
         }
@@ -126,23 +167,44 @@ fn parse_remote(spec: &str) -> Result<(String, Vec<Target>)> {
     let mut out = Vec::new();
     for b in bindings.split(';') {
         let (name, rest) = match b.split_once('/') {
-            Some((n, r)) if !n.is_empty() && !n.contains(':') && !b.starts_with('/') => (Some(n), r),
+            Some((n, r)) if !n.is_empty() && !n.contains(':') && !b.starts_with('/') => {
+                (Some(n), r)
+            }
             _ => (None, b),
         };
-        let udp = rest.ends_with(['U', 'u']) && rest[..rest.len() - 1].rsplit(':').next().is_some_and(|p| p.parse::<u16>().is_ok());
+        let udp = rest.ends_with(['U', 'u'])
+            && rest[..rest.len() - 1]
+                .rsplit(':')
+                .next()
+                .is_some_and(|p| p.parse::<u16>().is_ok());
         let rest = if udp { &rest[..rest.len() - 1] } else { rest };
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) => (h, p),
             None => ("127.0.0.1", rest),
         };
         match port.parse::<u16>() {
-            Ok(p) if udp => out.push(Target::Udp { port_name: name.unwrap_or(port).to_string(), addr: format!("{host}:{p}") }),
-            Ok(p) => out.push(Target::Tcp { port_name: name.unwrap_or(port).to_string(), addr: format!("{host}:{p}") }),
+            Ok(p) if udp => out.push(Target::Udp {
+                port_name: name.unwrap_or(port).to_string(),
+                addr: format!("{host}:{p}"),
+            }),
+            Ok(p) => out.push(Target::Tcp {
+                port_name: name.unwrap_or(port).to_string(),
+                addr: format!("{host}:{p}"),
+            }),
             Err(_) if rest.contains('/') || name.is_some() => {
                 // Socket paths are absolute: `relay:name/var/run/x.sock` is /var/run/x.sock.
-                let path = if rest.starts_with('/') || rest.starts_with('.') { PathBuf::from(rest) } else { PathBuf::from(format!("/{rest}")) };
+                let path = if rest.starts_with('/') || rest.starts_with('.') {
+                    PathBuf::from(rest)
+                } else {
+                    PathBuf::from(format!("/{rest}"))
+                };
                 out.push(Target::Unix {
-                    port_name: name.map(str::to_string).unwrap_or_else(|| path.file_name().and_then(|f| f.to_str()).unwrap_or("socket").to_string()),
+                    port_name: name.map(str::to_string).unwrap_or_else(|| {
+                        path.file_name()
+                            .and_then(|f| f.to_str())
+                            .unwrap_or("socket")
+                            .to_string()
+                    }),
                     path,
                 })
             }
@@ -152,14 +214,173 @@ fn parse_remote(spec: &str) -> Result<(String, Vec<Target>)> {
     Ok((relay.to_string(), out))
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HttpTarget {
+    tls: bool,
+    host: String,
+    port: u16,
+    path: String,
+}
+
+fn parse_http(spec: &str) -> Result<(String, HttpTarget)> {
+    let err = || anyhow!("-H '{spec}': expected relay:{{http|https}}/[host[/path]:]port");
+    let (relay, rest) = spec.split_once(':').ok_or_else(err)?;
+    let (scheme, rest) = rest.split_once('/').ok_or_else(err)?;
+    let tls = match scheme {
+        "http" => false,
+        "https" => true,
+        _ => return Err(err()),
+    };
+    let (hostpath, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, p),
+        None => ("127.0.0.1", rest),
+    };
+    let port: u16 = port.parse().map_err(|_| err())?;
+    let (host, path) = match hostpath.split_once('/') {
+        Some((h, p)) => (h.to_string(), format!("/{}", p.trim_matches('/'))),
+        None => (hostpath.to_string(), String::new()),
+    };
+    Ok((
+        relay.to_string(),
+        HttpTarget {
+            tls,
+            host,
+            port,
+            path,
+        },
+    ))
+}
+
+async fn proxy_http(
+    t: Arc<HttpTarget>,
+    relay: Arc<String>,
+    tls: Arc<rustls::ClientConfig>,
+    req: hyrelay_client::HttpRequest,
+) -> hyrelay_client::HttpResponse {
+    match proxy_http_inner(&t, &relay, tls, &req).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(target = %format!("{}:{}", t.host, t.port), "HTTP forward failed: {e:#}");
+            hyrelay_client::HttpResponse {
+                status: 502,
+                reason: Some(format!(
+                    "hyrelay bridge: the local HTTP server is not reachable: {e}"
+                )),
+                headers: vec![("content-type".into(), "text/plain".into())],
+                body: bytes::Bytes::from(format!("{e:#}\n")),
+            }
+        }
+    }
+}
+
+async fn proxy_http_inner(
+    t: &HttpTarget,
+    relay: &str,
+    tls: Arc<rustls::ClientConfig>,
+    req: &hyrelay_client::HttpRequest,
+) -> Result<hyrelay_client::HttpResponse> {
+    use http_body_util::{BodyExt, Full};
+    // requestTarget carries the hybrid connection name: /relay/rest?q → {path}/rest?q
+    let suffix = req
+        .target
+        .strip_prefix(&format!("/{relay}"))
+        .unwrap_or(&req.target);
+    let suffix = if suffix.is_empty() || suffix.starts_with('?') {
+        format!("/{suffix}")
+    } else {
+        suffix.to_string()
+    };
+    let uri = format!("{}{}", t.path, suffix).replace("//", "/");
+    let tcp = tokio::net::TcpStream::connect((t.host.as_str(), t.port)).await?;
+    let _ = tcp.set_nodelay(true);
+    let stream = if t.tls {
+        let name = rustls::pki_types::ServerName::try_from(t.host.clone())?;
+        hyrelay_net::Stream::ClientTls(Box::new(
+            tokio_rustls::TlsConnector::from(tls)
+                .connect(name, tcp)
+                .await?,
+        ))
+    } else {
+        hyrelay_net::Stream::Plain(tcp)
+    };
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut b = hyper::Request::builder()
+        .method(req.method.as_str())
+        .uri(&uri);
+    for (k, v) in &req.headers {
+        let lk = k.to_ascii_lowercase();
+        if [
+            "host",
+            "connection",
+            "keep-alive",
+            "transfer-encoding",
+            "te",
+            "upgrade",
+            "content-length",
+            "expect",
+        ]
+        .contains(&lk.as_str())
+        {
+            continue;
+        }
+        b = b.header(k.as_str(), v.as_str());
+    }
+    b = b.header("host", format!("{}:{}", t.host, t.port));
+    let resp = tokio::time::timeout(
+        Duration::from_secs(55),
+        sender.send_request(b.body(Full::new(req.body.clone()))?),
+    )
+    .await
+    .context("the local HTTP server did not answer within 55 s")??;
+    let status = resp.status();
+    let headers: Vec<(String, String)> = resp
+        .headers()
+        .iter()
+        .filter(|(k, _)| {
+            ![
+                "connection",
+                "keep-alive",
+                "transfer-encoding",
+                "content-length",
+            ]
+            .contains(&k.as_str())
+        })
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = http_body_util::Limited::new(resp.into_body(), hyrelay_client::MAX_HTTP_BODY)
+        .collect()
+        .await
+        .map_err(|e| anyhow!("reading the local response: {e}"))?
+        .to_bytes();
+    Ok(hyrelay_client::HttpResponse {
+        status: status.as_u16(),
+        reason: status.canonical_reason().map(str::to_string),
+        headers,
+        body,
+    })
+}
+
 fn endpoint(a: &BridgeArgs) -> Result<RelayEndpoint> {
     let tls = hyrelay_net::tls::client_config(&a.ca.iter().cloned().collect::<Vec<_>>(), false)?;
     if let Some(cs) = &a.connection_string {
         return Ok(RelayEndpoint::from_connection_string(cs, tls)?);
     }
-    let e = a.endpoint.as_deref().context("give -x CONNECTION_STRING, or -e ENDPOINT with -K/-k or -s")?;
+    let e = a
+        .endpoint
+        .as_deref()
+        .context("give -x CONNECTION_STRING, or -e ENDPOINT with -K/-k or -s")?;
     let token = match (&a.key_name, &a.key, &a.signature) {
-        (Some(n), Some(k), _) => TokenSource::Key { name: n.clone(), key: k.clone() },
+        (Some(n), Some(k), _) => TokenSource::Key {
+            name: n.clone(),
+            key: k.clone(),
+        },
         (_, _, Some(s)) => TokenSource::Fixed(s.clone()),
         (None, None, None) => TokenSource::None,
         _ => bail!("-K and -k go together"),
@@ -170,18 +391,41 @@ fn endpoint(a: &BridgeArgs) -> Result<RelayEndpoint> {
 async fn run_local(ep: Arc<RelayEndpoint>, relay: String, l: Local) -> Result<()> {
     match l {
         Local::Tcp { addr, port_name } => {
-            let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("-L: cannot listen on {addr}"))?;
-            tracing::info!("forwarding tcp {addr} → hybrid connection '{relay}' port '{port_name}'");
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("-L: cannot listen on {addr}"))?;
+            tracing::info!(
+                "forwarding tcp {addr} → hybrid connection '{relay}' port '{port_name}'"
+            );
             loop {
                 let (s, peer) = listener.accept().await?;
                 let _ = s.set_nodelay(true);
-                tokio::spawn(forward_out(ep.clone(), relay.clone(), port_name.clone(), s, peer.to_string()));
+                tokio::spawn(forward_out(
+                    ep.clone(),
+                    relay.clone(),
+                    port_name.clone(),
+                    s,
+                    peer.to_string(),
+                ));
             }
         }
         Local::Udp { addr, port_name } => {
-            let sock = Arc::new(tokio::net::UdpSocket::bind(&addr).await.with_context(|| format!("-L: cannot bind udp {addr}"))?);
-            tracing::info!("forwarding udp {addr} → hybrid connection '{relay}' port '{port_name}'");
-            let routes: Arc<tokio::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, tokio::sync::mpsc::Sender<Vec<u8>>>>> = Default::default();
+            let sock = Arc::new(
+                tokio::net::UdpSocket::bind(&addr)
+                    .await
+                    .with_context(|| format!("-L: cannot bind udp {addr}"))?,
+            );
+            tracing::info!(
+                "forwarding udp {addr} → hybrid connection '{relay}' port '{port_name}'"
+            );
+            let routes: Arc<
+                tokio::sync::Mutex<
+                    std::collections::HashMap<
+                        std::net::SocketAddr,
+                        tokio::sync::mpsc::Sender<Vec<u8>>,
+                    >,
+                >,
+            > = Default::default();
             let mut buf = vec![0u8; 65536];
             loop {
                 let (n, peer) = sock.recv_from(&mut buf).await?;
@@ -192,7 +436,14 @@ async fn run_local(ep: Arc<RelayEndpoint>, relay: String, l: Local) -> Result<()
                         // One relayed connection per source endpoint ("route"), as azbridge does.
                         let (tx, rx) = tokio::sync::mpsc::channel(256);
                         r.insert(peer, tx.clone());
-                        tokio::spawn(udp_route(ep.clone(), relay.clone(), port_name.clone(), sock.clone(), peer, rx));
+                        tokio::spawn(udp_route(
+                            ep.clone(),
+                            relay.clone(),
+                            port_name.clone(),
+                            sock.clone(),
+                            peer,
+                            rx,
+                        ));
                         tx
                     }
                 };
@@ -203,18 +454,33 @@ async fn run_local(ep: Arc<RelayEndpoint>, relay: String, l: Local) -> Result<()
         }
         Local::Unix { path, port_name } => {
             let _ = std::fs::remove_file(&path);
-            let listener = tokio::net::UnixListener::bind(&path).with_context(|| format!("-L: cannot listen on {}", path.display()))?;
-            tracing::info!("forwarding unix {} → hybrid connection '{relay}' port '{port_name}'", path.display());
+            let listener = tokio::net::UnixListener::bind(&path)
+                .with_context(|| format!("-L: cannot listen on {}", path.display()))?;
+            tracing::info!(
+                "forwarding unix {} → hybrid connection '{relay}' port '{port_name}'",
+                path.display()
+            );
             loop {
                 let (s, _) = listener.accept().await?;
-                tokio::spawn(forward_out(ep.clone(), relay.clone(), port_name.clone(), s, path.display().to_string()));
+                tokio::spawn(forward_out(
+                    ep.clone(),
+                    relay.clone(),
+                    port_name.clone(),
+                    s,
+                    path.display().to_string(),
+                ));
             }
         }
     }
 }
 
-async fn forward_out<S>(ep: Arc<RelayEndpoint>, relay: String, port_name: String, s: S, from: String)
-where
+async fn forward_out<S>(
+    ep: Arc<RelayEndpoint>,
+    relay: String,
+    port_name: String,
+    s: S,
+    from: String,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let res: Result<hyrelay_client::PipeReport> = async {
@@ -223,11 +489,15 @@ where
         let reply = tokio::time::timeout(Duration::from_secs(30), c.recv(16))
             .await
             .context("the remote forwarder did not answer the port preamble within 30 s")??
-            .ok_or_else(|| anyhow!("the remote forwarder has no port '{port_name}' (it closed the connection)"))?;
+            .ok_or_else(|| {
+                anyhow!("the remote forwarder has no port '{port_name}' (it closed the connection)")
+            })?;
         match reply.as_ref() {
             [1, 0, 0] => {}
             [0, 0, 0] => bail!("the remote forwarder does not support this preamble version"),
-            [0, 0, x] => bail!("the remote forwarder refused port '{port_name}' (mode mismatch {x:#x})"),
+            [0, 0, x] => {
+                bail!("the remote forwarder refused port '{port_name}' (mode mismatch {x:#x})")
+            }
             other => bail!("unexpected preamble answer {other:?}"),
         }
         Ok(pipe(c, s).await?)
@@ -279,8 +549,15 @@ async fn udp_route(
 }
 
 async fn udp_target(mut c: hyrelay_client::RelayedConnection, addr: &str) -> Result<()> {
-    let target: std::net::SocketAddr = tokio::net::lookup_host(addr).await?.next().context("udp target address")?;
-    let local: std::net::SocketAddr = if target.is_ipv4() { "0.0.0.0:0".parse()? } else { "[::]:0".parse()? };
+    let target: std::net::SocketAddr = tokio::net::lookup_host(addr)
+        .await?
+        .next()
+        .context("udp target address")?;
+    let local: std::net::SocketAddr = if target.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
     let sock = tokio::net::UdpSocket::bind(local).await?;
     sock.connect(target).await?;
     c.send(&[1, 0, 1]).await?;
@@ -306,7 +583,12 @@ async fn udp_target(mut c: hyrelay_client::RelayedConnection, addr: &str) -> Res
     }
 }
 
-async fn handle_accept(ep: Arc<RelayEndpoint>, targets: Arc<Vec<Target>>, bind: Option<std::net::IpAddr>, req: AcceptRequest) {
+async fn handle_accept(
+    ep: Arc<RelayEndpoint>,
+    targets: Arc<Vec<Target>>,
+    bind: Option<std::net::IpAddr>,
+    req: AcceptRequest,
+) {
     let res: Result<()> = async {
         let mut c = hyrelay_client::accept(&ep, &req).await?;
         let first = tokio::time::timeout(Duration::from_secs(30), c.recv(300))
@@ -316,7 +598,10 @@ async fn handle_accept(ep: Arc<RelayEndpoint>, targets: Arc<Vec<Target>>, bind: 
         let (name, datagram) = parse_preamble(&first)?;
         // Exact port-name match; a single numeric forwarder takes every numeric port (azbridge PR #55).
         let t = targets.iter().find(|t| t.port_name() == name).or_else(|| {
-            let numeric: Vec<&Target> = targets.iter().filter(|t| t.port_name().parse::<u16>().is_ok()).collect();
+            let numeric: Vec<&Target> = targets
+                .iter()
+                .filter(|t| t.port_name().parse::<u16>().is_ok())
+                .collect();
             (numeric.len() == 1 && name.parse::<u16>().is_ok()).then(|| numeric[0])
         });
         let Some(t) = t else {
@@ -339,8 +624,15 @@ async fn handle_accept(ep: Arc<RelayEndpoint>, targets: Arc<Vec<Target>>, bind: 
             Target::Tcp { addr, .. } => {
                 let s = match bind {
                     Some(ip) => {
-                        let target: std::net::SocketAddr = tokio::net::lookup_host(addr).await?.next().context("target address")?;
-                        let sock = if target.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+                        let target: std::net::SocketAddr = tokio::net::lookup_host(addr)
+                            .await?
+                            .next()
+                            .context("target address")?;
+                        let sock = if target.is_ipv4() {
+                            tokio::net::TcpSocket::new_v4()?
+                        } else {
+                            tokio::net::TcpSocket::new_v6()?
+                        };
                         sock.bind(std::net::SocketAddr::new(ip, 0))?;
                         sock.connect(target).await
                     }
@@ -352,7 +644,9 @@ async fn handle_accept(ep: Arc<RelayEndpoint>, targets: Arc<Vec<Target>>, bind: 
                 pipe(c, s).await?;
             }
             Target::Unix { path, .. } => {
-                let s = tokio::net::UnixStream::connect(path).await.with_context(|| format!("cannot connect to {}", path.display()))?;
+                let s = tokio::net::UnixStream::connect(path)
+                    .await
+                    .with_context(|| format!("cannot connect to {}", path.display()))?;
                 c.send(&[1, 0, 0]).await?;
                 pipe(c, s).await?;
             }
@@ -370,8 +664,8 @@ fn unreachable_udp() -> Result<()> {
 }
 
 pub async fn run(a: BridgeArgs) -> Result<()> {
-    if a.local.is_empty() && a.remote.is_empty() {
-        bail!("nothing to forward: give -L [bind:]port[/name]:relay and/or -T relay:[name/][host:]port");
+    if a.local.is_empty() && a.remote.is_empty() && a.http.is_empty() {
+        bail!("nothing to forward: give -L [bind:]port[/name]:relay, -T relay:[name/][host:]port or -H relay:http/[host:]port");
     }
     let ep = Arc::new(endpoint(&a)?);
     let mut tasks = tokio::task::JoinSet::new();
@@ -385,7 +679,14 @@ pub async fn run(a: BridgeArgs) -> Result<()> {
         let (relay, targets) = parse_remote(spec)?;
         tracing::info!("remote forward: hybrid connection '{relay}' → {targets:?}");
         let targets = Arc::new(targets);
-        let listener = Listener::new((*ep).clone(), &relay, ListenerOptions { keep_alive: Duration::from_secs(a.keep_alive.max(1)), ..Default::default() });
+        let listener = Listener::new(
+            (*ep).clone(),
+            &relay,
+            ListenerOptions {
+                keep_alive: Duration::from_secs(a.keep_alive.max(1)),
+                ..Default::default()
+            },
+        );
         let ep2 = ep.clone();
         let bind = a.bind_address;
         tasks.spawn(async move {
@@ -393,6 +694,44 @@ pub async fn run(a: BridgeArgs) -> Result<()> {
                 .run(move |req| handle_accept(ep2.clone(), targets.clone(), bind, req))
                 .await;
             Err(anyhow!("listener for '{relay}' stopped: {err}"))
+        });
+    }
+    for spec in &a.http {
+        let (relay, target) = parse_http(spec)?;
+        tracing::info!("remote HTTP forward: hybrid connection '{relay}' → {target:?}");
+        let t = Arc::new(target);
+        let r = Arc::new(relay.clone());
+        let tls =
+            hyrelay_net::tls::client_config(&a.ca.iter().cloned().collect::<Vec<_>>(), false)?;
+        let handler: hyrelay_client::RequestHandler =
+            Arc::new(move |req| Box::pin(proxy_http(t.clone(), r.clone(), tls.clone(), req)));
+        let listener = Listener::new(
+            (*ep).clone(),
+            &relay,
+            ListenerOptions {
+                keep_alive: Duration::from_secs(a.keep_alive.max(1)),
+                ..Default::default()
+            },
+        )
+        .with_requests(handler);
+        let ep2 = ep.clone();
+        tasks.spawn(async move {
+            // WebSocket senders on an HTTP forward are rejected, as a -H azbridge does not serve them.
+            let err = listener
+                .run(move |req| {
+                    let ep = ep2.clone();
+                    async move {
+                        let _ = hyrelay_client::reject(
+                            &ep,
+                            &req,
+                            501,
+                            "This hybrid connection serves HTTP only",
+                        )
+                        .await;
+                    }
+                })
+                .await;
+            Err(anyhow!("HTTP listener for '{relay}' stopped: {err}"))
         });
     }
     println!("hyrelay bridge ready");
@@ -414,34 +753,128 @@ mod tests {
     fn local_specs() {
         let (r, b) = parse_local("13389/rdp:relay", false).unwrap();
         assert_eq!(r, "relay");
-        assert_eq!(b, vec![Local::Tcp { addr: "127.0.0.1:13389".into(), port_name: "rdp".into() }]);
+        assert_eq!(
+            b,
+            vec![Local::Tcp {
+                addr: "127.0.0.1:13389".into(),
+                port_name: "rdp".into()
+            }]
+        );
         let (_, b) = parse_local("127.0.0.8:16161/sql1;127.0.0.9:16161/sql2:db", false).unwrap();
         assert_eq!(b.len(), 2);
-        assert_eq!(b[1], Local::Tcp { addr: "127.0.0.9:16161".into(), port_name: "sql2".into() });
+        assert_eq!(
+            b[1],
+            Local::Tcp {
+                addr: "127.0.0.9:16161".into(),
+                port_name: "sql2".into()
+            }
+        );
         let (_, b) = parse_local("8080:web", true).unwrap();
-        assert_eq!(b[0], Local::Tcp { addr: "0.0.0.0:8080".into(), port_name: "8080".into() });
+        assert_eq!(
+            b[0],
+            Local::Tcp {
+                addr: "0.0.0.0:8080".into(),
+                port_name: "8080".into()
+            }
+        );
         let (_, b) = parse_local("/tmp/x.sock/sock1:relay", false).unwrap();
-        assert_eq!(b[0], Local::Unix { path: "/tmp/x.sock".into(), port_name: "sock1".into() });
+        assert_eq!(
+            b[0],
+            Local::Unix {
+                path: "/tmp/x.sock".into(),
+                port_name: "sock1".into()
+            }
+        );
         let (_, b) = parse_local("5353U/dns:relay", false).unwrap();
-        assert_eq!(b[0], Local::Udp { addr: "127.0.0.1:5353".into(), port_name: "dns".into() });
+        assert_eq!(
+            b[0],
+            Local::Udp {
+                addr: "127.0.0.1:5353".into(),
+                port_name: "dns".into()
+            }
+        );
         assert!(parse_local("nope", false).is_err());
+    }
+
+    #[test]
+    fn http_specs() {
+        let (r, t) = parse_http("web:http/127.0.0.1:8080").unwrap();
+        assert_eq!(r, "web");
+        assert_eq!(
+            t,
+            HttpTarget {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port: 8080,
+                path: String::new()
+            }
+        );
+        let (_, t) = parse_http("web:https/localhost/api/v1:8443").unwrap();
+        assert_eq!(
+            t,
+            HttpTarget {
+                tls: true,
+                host: "localhost".into(),
+                port: 8443,
+                path: "/api/v1".into()
+            }
+        );
+        let (_, t) = parse_http("web:http/3000").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 3000));
+        assert!(parse_http("web:ftp/1").is_err());
     }
 
     #[test]
     fn remote_specs() {
         let (r, t) = parse_remote("db:sql1/sql1.corp:16161;sql2/sql2.corp:16161").unwrap();
         assert_eq!(r, "db");
-        assert_eq!(t[0], Target::Tcp { port_name: "sql1".into(), addr: "sql1.corp:16161".into() });
+        assert_eq!(
+            t[0],
+            Target::Tcp {
+                port_name: "sql1".into(),
+                addr: "sql1.corp:16161".into()
+            }
+        );
         let (_, t) = parse_remote("relay:3389").unwrap();
-        assert_eq!(t[0], Target::Tcp { port_name: "3389".into(), addr: "127.0.0.1:3389".into() });
+        assert_eq!(
+            t[0],
+            Target::Tcp {
+                port_name: "3389".into(),
+                addr: "127.0.0.1:3389".into()
+            }
+        );
         let (_, t) = parse_remote("relay:rdp/10.0.0.1:3389").unwrap();
-        assert_eq!(t[0], Target::Tcp { port_name: "rdp".into(), addr: "10.0.0.1:3389".into() });
+        assert_eq!(
+            t[0],
+            Target::Tcp {
+                port_name: "rdp".into(),
+                addr: "10.0.0.1:3389".into()
+            }
+        );
         let (_, t) = parse_remote("relay:s/var/run/x.sock").unwrap();
-        assert_eq!(t[0], Target::Unix { port_name: "s".into(), path: "/var/run/x.sock".into() });
+        assert_eq!(
+            t[0],
+            Target::Unix {
+                port_name: "s".into(),
+                path: "/var/run/x.sock".into()
+            }
+        );
         let (_, t) = parse_remote("relay:/run/y.sock").unwrap();
-        assert_eq!(t[0], Target::Unix { port_name: "y.sock".into(), path: "/run/y.sock".into() });
+        assert_eq!(
+            t[0],
+            Target::Unix {
+                port_name: "y.sock".into(),
+                path: "/run/y.sock".into()
+            }
+        );
         let (_, t) = parse_remote("relay:dns/127.0.0.1:53U").unwrap();
-        assert_eq!(t[0], Target::Udp { port_name: "dns".into(), addr: "127.0.0.1:53".into() });
+        assert_eq!(
+            t[0],
+            Target::Udp {
+                port_name: "dns".into(),
+                addr: "127.0.0.1:53".into()
+            }
+        );
         assert!(parse_remote("relay").is_err());
     }
 }
