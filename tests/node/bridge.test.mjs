@@ -261,3 +261,37 @@ test('-H: curl reaches a local HTTP server through the relay (small, >64 kB requ
   assert.ok(got.equals(big), `big response: ${got.length} bytes`);
   srv.close();
 });
+
+test('-f azbridge YAML: several forwards (local and remote) in one process', { timeout: 30000 }, async () => {
+  relay.createHyco('yaml');
+  const lp = await freePort();
+  const cfg = path.join(tmp, 'azbridge.yml');
+  fs.writeFileSync(cfg, [
+    `AzureRelayConnectionString: "${relay.connStr()}"`,
+    'KeepAliveInterval: 10',
+    'LocalForward:',
+    '  - RelayName: yaml',
+    '    BindAddress: 127.0.0.1',
+    `    BindPort: ${lp}`,
+    '    PortName: svc',
+    'RemoteForward:',
+    '  - RelayName: yaml',
+    '    Bindings:',
+    '      - PortName: svc',
+    '        Host: 127.0.0.1',
+    `        HostPort: ${echoPort}`,
+  ].join('\n') + '\n');
+  const c = spawn(BIN, ['bridge', '-f', cfg], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HYRELAY_LOG: 'info' } });
+  children.push(c);
+  await new Promise((resolve, reject) => {
+    c.stdout.on('data', (d) => { if (String(d).includes('hyrelay bridge ready')) resolve(); });
+    c.on('exit', (code) => reject(new Error(`bridge exited ${code}`)));
+  });
+  const got = await waitFor(() => transfer({ port: lp, host: '127.0.0.1' }, Buffer.from('yaml!')));
+  assert.match(got.toString(), /^yaml!\|5\|/);
+  // A typo in a key is refused with the key's name.
+  fs.writeFileSync(cfg, 'LocalForwards: []\n');
+  let err = '';
+  try { execFileP && await execFileP(BIN, ['bridge', '-f', cfg]); } catch (e) { err = String(e.stderr); }
+  assert.match(err, /LocalForwards/);
+});

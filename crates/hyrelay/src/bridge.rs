@@ -59,6 +59,9 @@ pub struct BridgeArgs {
     /// Source address for outbound connections of -T.
     #[arg(short = 'b', long = "bind-address")]
     bind_address: Option<std::net::IpAddr>,
+    /// azbridge configuration file (YAML: LocalForward, RemoteForward, AzureRelayConnectionString, …).
+    #[arg(short = 'f', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// CA certificate to trust for the relay's TLS (e.g. DATA_DIR/ca.pem of `hyrelay up`).
     #[arg(long, value_name = "PEM")]
     ca: Option<PathBuf>,
@@ -663,7 +666,32 @@ fn unreachable_udp() -> Result<()> {
     bail!("internal: UDP targets are handled above")
 }
 
-pub async fn run(a: BridgeArgs) -> Result<()> {
+pub async fn run(mut a: BridgeArgs) -> Result<()> {
+    if let Some(path) = a.config.clone() {
+        let f = crate::bridge_config::BridgeFile::load(&path)?;
+        // Command-line flags override the file.
+        a.connection_string = a
+            .connection_string
+            .or(f.azure_relay_connection_string.clone());
+        a.endpoint = a.endpoint.or(f.azure_relay_endpoint.clone());
+        a.key_name = a.key_name.or(f.azure_relay_shared_access_key_name.clone());
+        a.key = a.key.or(f.azure_relay_shared_access_key.clone());
+        a.signature = a
+            .signature
+            .or(f.azure_relay_shared_access_signature.clone());
+        a.gateway_ports |= f.gateway_ports;
+        if let Some(k) = f.keep_alive_interval {
+            a.keep_alive = k;
+        }
+        for s in f.specs()? {
+            match s {
+                crate::bridge_config::Spec::Local { spec, connection_string, .. } if connection_string.is_none() => a.local.push(spec),
+                crate::bridge_config::Spec::Remote { spec, connection_string } if connection_string.is_none() => a.remote.push(spec),
+                crate::bridge_config::Spec::Http { spec, connection_string } if connection_string.is_none() => a.http.push(spec),
+                other => bail!("{}: per-forward ConnectionString is not supported yet; put it at the top level ({other:?})", path.display()),
+            }
+        }
+    }
     if a.local.is_empty() && a.remote.is_empty() && a.http.is_empty() {
         bail!("nothing to forward: give -L [bind:]port[/name]:relay, -T relay:[name/][host:]port or -H relay:http/[host:]port");
     }

@@ -1,6 +1,7 @@
 //! `hyrelay`: one binary, subcommands for the relay, its management and the tools.
 
 mod bridge;
+mod bridge_config;
 mod manage;
 mod run;
 
