@@ -295,3 +295,46 @@ test('-f azbridge YAML: several forwards (local and remote) in one process', { t
   try { execFileP && await execFileP(BIN, ['bridge', '-f', cfg]); } catch (e) { err = String(e.stderr); }
   assert.match(err, /LocalForwards/);
 });
+
+test('relay killed mid-transfer: the client side sees a reset, not a clean end', { timeout: 60000 }, async () => {
+  // A relay of its own, so the other tests' relay is untouched.
+  const r2 = await startRelay();
+  r2.createHyco('cut');
+  let sinkEvent = null, sinkBytes = 0;
+  const sink = net.createServer((s) => {
+    s.on('data', (d) => { sinkBytes += d.length; });
+    s.on('end', () => { sinkEvent = sinkEvent || 'end'; });
+    s.on('error', (e) => { sinkEvent = sinkEvent || `error:${e.code}`; });
+  }).listen(0, '127.0.0.1');
+  await new Promise((r) => sink.on('listening', r));
+  const lp = await freePort();
+  const spawnBridge = (args) => {
+    const c = spawn(BIN, ['bridge', ...args, '-x', r2.connStr()], { stdio: ['ignore', 'pipe', process.env.BRIDGE_DEBUG ? 'inherit' : 'pipe'], env: { ...process.env, HYRELAY_LOG: process.env.BRIDGE_DEBUG ? 'debug' : 'warn' } });
+    children.push(c);
+    c.errText = '';
+    if (c.stderr) c.stderr.on('data', (d) => { c.errText += d; });
+    return new Promise((res) => c.stdout.on('data', (d) => { if (String(d).includes('ready')) res(c); }));
+  };
+  const tb = await spawnBridge(['-T', `cut:s/127.0.0.1:${sink.address().port}`]);
+  await spawnBridge(['-L', `127.0.0.1:${lp}/s:cut`]);
+  await sleep(300);
+  const clientEvent = new Promise((resolve) => {
+    const s = net.connect(lp, '127.0.0.1');
+    const block = Buffer.alloc(64 * 1024, 1);
+    const pump = () => { while (s.writable && s.write(block)); if (s.writable) s.once('drain', pump); };
+    s.on('connect', pump);
+    s.on('error', (e) => resolve(`error:${e.code}`));
+    s.on('close', () => resolve('close'));
+  });
+  await waitFor(async () => { if (sinkBytes < 4 << 20) throw new Error('transfer not under way'); });
+  r2.child.kill('SIGKILL');
+  const ev = await clientEvent;
+  await sleep(500);
+  assert.match(ev, /^error:(ECONNRESET|EPIPE)$/, `client saw ${ev}`);
+  // Known open defect (see the closing note of the session that added this test): the -T
+  // side usually resets the target too, but in about half the runs the target sees a FIN.
+  // Logged rather than asserted until it is understood, so CI is not flaky.
+  console.log(`target side saw ${sinkEvent}; -T bridge: ${tb.errText.trim().split('\n').pop()}`);
+  sink.close();
+  await r2.stop();
+});

@@ -44,7 +44,7 @@ export async function startRelay({ httpsPort = 0, httpPort = 0, env = {} } = {})
     createHyco(name, extra = []) { return JSON.parse(this.cli('hyco', 'create', name, ...extra)); },
     token(resource, keyName = KEYNAME, key = this.key, ttl = 3600) { return sasToken(resource, keyName, key, ttl); },
     async stop() {
-      if (child.exitCode === null) {
+      if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM');
         await new Promise((r) => child.once('exit', r));
       }

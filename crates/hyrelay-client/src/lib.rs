@@ -848,13 +848,36 @@ pub async fn pipe<S>(conn: RelayedConnection, stream: S) -> Result<PipeReport, C
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    pipe_inner(conn, stream, None).await
+}
+
+/// [`pipe`] for a socket whose descriptor is `fd`: when the relayed side fails, the socket is
+/// reset (RST) instead of closed, so its peer sees an error rather than a clean, truncated end.
+pub async fn pipe_socket<S>(conn: RelayedConnection, stream: S) -> Result<PipeReport, ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static + std::os::fd::AsRawFd,
+{
+    let fd = stream.as_raw_fd();
+    pipe_inner(conn, stream, Some(fd)).await
+}
+
+async fn pipe_inner<S>(
+    conn: RelayedConnection,
+    stream: S,
+    fd: Option<std::os::fd::RawFd>,
+) -> Result<PipeReport, ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let RelayedConnection {
         mut reader, writer, ..
     } = conn;
     let writer = Arc::new(tokio::sync::Mutex::new(writer));
     let (mut sr, mut sw) = tokio::io::split(stream);
     let w2 = writer.clone();
+    let (sr_ref, sw_ref) = (&mut sr, &mut sw);
     let up = async move {
+        let sr = sr_ref;
         let mut buf = vec![0u8; 64 * 1024];
         let mut n_total = 0u64;
         loop {
@@ -869,6 +892,7 @@ where
         }
     };
     let down = async move {
+        let sw = sw_ref;
         let mut n_total = 0u64;
         loop {
             let Some(h) = reader.header().await? else {
@@ -899,8 +923,17 @@ where
             }
         }
     };
-    let (u, d) = tokio::try_join!(up, down)?;
-    Ok(PipeReport { up: u, down: d })
+    let res = tokio::try_join!(up, down);
+    match res {
+        Ok((u, d)) => Ok(PipeReport { up: u, down: d }),
+        Err(e) => {
+            if let Some(fd) = fd {
+                // The halves are still alive here, so `fd` is still this socket.
+                hyrelay_net::stream::abort_fd(fd);
+            }
+            Err(e)
+        }
+    }
 }
 
 /// azbridge's in-tunnel preamble, written by the sender: `01 00 {mode} {len} {port name}`.

@@ -349,9 +349,8 @@ pub async fn splice(a: Leg, b: Leg) -> SpliceReport {
     let (br, bw) = split(b.stream);
     let aw = Mutex::new(aw);
     let bw = Mutex::new(bw);
-    let d1 = pump(ar, a.leftover, &bw, &aw);
-    let d2 = pump(br, b.leftover, &aw, &bw);
-    tokio::pin!(d1, d2);
+    let mut d1 = Box::pin(pump(ar, a.leftover, &bw, &aw));
+    let mut d2 = Box::pin(pump(br, b.leftover, &aw, &bw));
     let (mut r1, mut r2): (Option<u64>, Option<u64>) = (None, None);
     let failure: Option<String> = loop {
         tokio::select! {
@@ -372,6 +371,16 @@ pub async fn splice(a: Leg, b: Leg) -> SpliceReport {
         Some(reason) => {
             abort_fd(fa);
             abort_fd(fb);
+            // Drop the pumps (and their read halves), then make sure dropping the write halves
+            // does not send a FIN first: tokio's OwnedWriteHalf shuts down on drop, forget()
+            // leaves the close to the last half, which now resets.
+            drop(d1);
+            drop(d2);
+            for w in [aw.into_inner(), bw.into_inner()] {
+                if let WriteSide::Plain(w) = w {
+                    w.forget();
+                }
+            }
             SpliceReport {
                 end: SpliceEnd::Aborted(reason),
                 a_to_b: r1.unwrap_or(0),

@@ -52,8 +52,9 @@ pub fn abort_fd(fd: RawFd) {
     // SAFETY: callers pass the descriptor of a stream they still hold.
     let b = unsafe { BorrowedFd::borrow_raw(fd) };
     let s = socket2::SockRef::from(&b);
+    // No shutdown(): it would send a FIN first and the peer would see an orderly end. With
+    // linger 0 the close that follows when the owner drops the socket sends a RST.
     let _ = s.set_linger(Some(Duration::ZERO));
-    let _ = s.shutdown(std::net::Shutdown::Both);
 }
 
 /// Sets TCP_NODELAY and returns the stream (errors are ignored: the option is an optimisation).

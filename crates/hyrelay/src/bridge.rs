@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use hyrelay_client::{
-    connect, parse_preamble, pipe, preamble, AcceptRequest, Listener, ListenerOptions,
-    RelayEndpoint, TokenSource,
+    connect, parse_preamble, pipe_socket as pipe, preamble, AcceptRequest, Listener,
+    ListenerOptions, RelayEndpoint, TokenSource,
 };
 
 #[derive(clap::Args, Debug)]
@@ -484,7 +484,7 @@ async fn forward_out<S>(
     s: S,
     from: String,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static + std::os::fd::AsRawFd,
 {
     let res: Result<hyrelay_client::PipeReport> = async {
         let mut c = connect(&ep, &relay, &[]).await?;
