@@ -1086,3 +1086,84 @@ mod datagram_tests {
         assert!(encode_datagram(&vec![0u8; 70000], &mut Vec::new()).is_err());
     }
 }
+
+/// Sends an HTTP request to a hybrid connection (the sender side of relayed HTTP):
+/// `target` is the path below the hybrid connection, with an optional query, e.g.
+/// `/customers/42?full=1`. The token goes in the `ServiceBusAuthorization` header.
+pub async fn http_request(
+    ep: &RelayEndpoint,
+    entity: &str,
+    method: &str,
+    target: &str,
+    headers: &[(String, String)],
+    body: Bytes,
+) -> Result<HttpResponse, ClientError> {
+    use http_body_util::{BodyExt, Full};
+    let entity = entity.trim_matches('/');
+    let path = format!(
+        "/{entity}{}",
+        if target.is_empty() || target.starts_with(['/', '?']) {
+            target.to_string()
+        } else {
+            format!("/{target}")
+        }
+    );
+    let addr = ep.addr();
+    let stream = match ep.security {
+        Security::Plain => ep.dial_addr(&addr, &ep.host, false).await?,
+        Security::Tls => ep.dial_addr(&addr, &ep.host, true).await?,
+        Security::TlsOrLoopbackPlain => match ep.dial_addr(&addr, &ep.host, true).await {
+            Err(ClientError::Tls { .. }) => ep.dial_addr(&addr, &ep.host, false).await?,
+            other => other?,
+        },
+    };
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Io(std::io::Error::other(e)))?;
+    tokio::spawn(conn);
+    let mut b = hyper::Request::builder()
+        .method(method)
+        .uri(&path)
+        .header("host", &addr);
+    for (k, v) in headers {
+        b = b.header(k.as_str(), v.as_str());
+    }
+    if let Some((t, _)) = ep.token_for(entity) {
+        b = b.header("ServiceBusAuthorization", t);
+    }
+    let req = b
+        .body(Full::new(body))
+        .map_err(|e| ClientError::Config(format!("bad request: {e}")))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| ClientError::Io(std::io::Error::other(e)))?;
+    let status = resp.status().as_u16();
+    let reason = resp
+        .extensions()
+        .get::<hyper::ext::ReasonPhrase>()
+        .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned())
+        .or_else(|| resp.status().canonical_reason().map(str::to_string));
+    let hdrs = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = http_body_util::Limited::new(resp.into_body(), MAX_HTTP_BODY)
+        .collect()
+        .await
+        .map_err(|e| ClientError::Io(std::io::Error::other(e.to_string())))?
+        .to_bytes();
+    Ok(HttpResponse {
+        status,
+        reason,
+        headers: hdrs,
+        body,
+    })
+}
