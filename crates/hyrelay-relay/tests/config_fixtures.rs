@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use hyrelay_relay::config::RelayConfig;
 
 fn dir(kind: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/config").join(kind)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/config")
+        .join(kind)
 }
 
 fn files(kind: &str) -> Vec<PathBuf> {
@@ -25,7 +27,8 @@ fn valid_configs_parse() {
     assert!(v.len() >= 2);
     for f in v {
         let c = RelayConfig::load(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        c.model(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        c.model(&f)
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
     }
 }
 
@@ -44,8 +47,16 @@ fn invalid_configs_are_refused_with_a_clear_message() {
             Ok(_) => panic!("{} was accepted", f.display()),
             Err(e) => e.to_string(),
         };
-        assert!(err.contains(expect), "{}: '{err}' does not mention '{expect}'", f.display());
+        assert!(
+            err.contains(expect),
+            "{}: '{err}' does not mention '{expect}'",
+            f.display()
+        );
         let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        assert!(err.contains(name), "{}: error does not name the file: {err}", f.display());
+        assert!(
+            err.contains(name),
+            "{}: error does not name the file: {err}",
+            f.display()
+        );
     }
 }
