@@ -4,6 +4,7 @@ mod bridge;
 mod bridge_config;
 mod manage;
 mod run;
+mod wire;
 
 use std::path::PathBuf;
 
@@ -74,6 +75,16 @@ enum Cmd {
     /// Forward TCP ports and Unix sockets over hybrid connections, with azbridge's command
     /// line: -L on the side of the clients, -T on the side of the servers; both dial out.
     Bridge(bridge::BridgeArgs),
+    /// .NET Binary XML (binary SOAP) tools: decode to text XML, encode from it.
+    #[command(subcommand)]
+    Nbfx(wire::NbfxCmd),
+    /// .NET Message Framing (net.tcp) tools: decode captured WCF sessions.
+    #[command(subcommand)]
+    Nmf(wire::NmfCmd),
+    /// Record TCP traffic as a proxy: accept on --listen, forward to --target, write every
+    /// byte both ways to --out in hyrelay's capture format (JSON lines), which
+    /// `hyrelay nmf decode` and `hyrelay replay` read.
+    Capture(wire::CaptureArgs),
 }
 
 fn init_logs() {
@@ -116,13 +127,22 @@ fn main() -> std::process::ExitCode {
             Cmd::ConnectionString(a) => manage::connection_string(a).await,
             Cmd::Token(a) => manage::token(a),
             Cmd::Bridge(a) => bridge::run(a).await,
+            Cmd::Nbfx(c) => wire::nbfx(c),
+            Cmd::Nmf(c) => match wire::nmf(c) {
+                Ok(true) => Ok(()),
+                Ok(false) => return Err(None),
+                Err(e) => Err(e),
+            },
+            Cmd::Capture(a) => wire::capture(a).await,
         }
+        .map_err(Some)
     });
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Some(e)) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+        Err(None) => std::process::ExitCode::FAILURE,
     }
 }
