@@ -65,6 +65,16 @@ pub struct BridgeArgs {
     /// CA certificate to trust for the relay's TLS (e.g. DATA_DIR/ca.pem of `hyrelay up`).
     #[arg(long, value_name = "PEM")]
     ca: Option<PathBuf>,
+    /// Expose a net.tcp WCF service as hybrid connection NAME: NAME=net.tcp://host:port/path.
+    /// Each relayed session is dialled to the service with its Via and every envelope's
+    /// WS-Addressing To rewritten to this address (what the service's filters expect).
+    #[arg(long = "wcf", value_name = "NAME=net.tcp://HOST:PORT/PATH")]
+    wcf: Vec<String>,
+    /// Give legacy WCF clients a local net.tcp endpoint that reaches hybrid connection
+    /// NAME: [ADDR:]PORT/PATH=NAME (e.g. 127.0.0.1:9000/CreditCheck=credit-check). Several
+    /// paths may share a port; a client whose Via matches none gets EndpointNotFound.
+    #[arg(long = "wcf-local", value_name = "[ADDR:]PORT/PATH=NAME")]
+    wcf_local: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -692,8 +702,13 @@ pub async fn run(mut a: BridgeArgs) -> Result<()> {
             }
         }
     }
-    if a.local.is_empty() && a.remote.is_empty() && a.http.is_empty() {
-        bail!("nothing to forward: give -L [bind:]port[/name]:relay, -T relay:[name/][host:]port or -H relay:http/[host:]port");
+    if a.local.is_empty()
+        && a.remote.is_empty()
+        && a.http.is_empty()
+        && a.wcf.is_empty()
+        && a.wcf_local.is_empty()
+    {
+        bail!("nothing to forward: give -L [bind:]port[/name]:relay, -T relay:[name/][host:]port, -H relay:http/[host:]port, --wcf NAME=net.tcp://host:port/path or --wcf-local [addr:]port/path=NAME");
     }
     let ep = Arc::new(endpoint(&a)?);
     let mut tasks = tokio::task::JoinSet::new();
@@ -760,6 +775,52 @@ pub async fn run(mut a: BridgeArgs) -> Result<()> {
                 })
                 .await;
             Err(anyhow!("HTTP listener for '{relay}' stopped: {err}"))
+        });
+    }
+    let mut local_wcf: std::collections::BTreeMap<
+        String,
+        std::collections::HashMap<String, String>,
+    > = Default::default();
+    for spec in &a.wcf_local {
+        let l = crate::wcf::parse_local(spec, a.gateway_ports)?;
+        let routes = local_wcf.entry(l.listen.clone()).or_default();
+        if let Some(prev) = routes.insert(l.path.clone(), l.hyco.clone()) {
+            bail!(
+                "--wcf-local: {}{} is given twice ('{prev}' and '{}')",
+                l.listen,
+                l.path,
+                l.hyco
+            );
+        }
+    }
+    for (listen, routes) in local_wcf {
+        tasks.spawn(crate::wcf::run_local(ep.clone(), listen, routes));
+    }
+    for spec in &a.wcf {
+        let svc = Arc::new(crate::wcf::parse_service(spec)?);
+        tracing::info!(
+            "WCF service: hybrid connection '{}' → {}",
+            svc.hyco,
+            svc.address
+        );
+        let stats = Arc::new(crate::wcf::EndpointStats::default());
+        let listener = Listener::new(
+            (*ep).clone(),
+            &svc.hyco,
+            ListenerOptions {
+                keep_alive: Duration::from_secs(a.keep_alive.max(1)),
+                ..Default::default()
+            },
+        );
+        let ep2 = ep.clone();
+        tasks.spawn(async move {
+            let relay = svc.hyco.clone();
+            let err = listener
+                .run(move |req| {
+                    crate::wcf::serve_accept(ep2.clone(), svc.clone(), stats.clone(), req)
+                })
+                .await;
+            Err(anyhow!("WCF listener for '{relay}' stopped: {err}"))
         });
     }
     println!("hyrelay bridge ready");

@@ -4,6 +4,7 @@ mod bridge;
 mod bridge_config;
 mod manage;
 mod run;
+mod wcf;
 mod wire;
 
 use std::path::PathBuf;
