@@ -31,7 +31,9 @@ pub fn read_records(
         limits,
         scopes: Vec::new(),
         root_seen: false,
-        records: Vec::new(),
+        // Binary XML averages well over 8 bytes per record; one allocation up front
+        // instead of repeated regrowth (bounded by the input size, itself limited).
+        records: Vec::with_capacity(input.len() / 8),
     };
     r.run()?;
     Ok(r.records)
@@ -475,14 +477,11 @@ impl Reader<'_, '_> {
     }
 
     fn check_prefix(&self, p: PrefixRef<'_>, own: &[String], off: usize) -> Result<(), Error> {
-        let letter_buf;
+        let mut letter_buf = [0u8; 4];
         let s: &str = match p {
             PrefixRef::None => return Ok(()),
             PrefixRef::Str(s) => s,
-            PrefixRef::Letter(l) => {
-                letter_buf = l.as_char().to_string();
-                &letter_buf
-            }
+            PrefixRef::Letter(l) => l.as_char().encode_utf8(&mut letter_buf),
         };
         if s.is_empty() || self.is_declared(s, own) {
             Ok(())

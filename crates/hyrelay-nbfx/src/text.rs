@@ -21,6 +21,39 @@ fn digits(sci: &str) -> (String, i32) {
     (d, exp)
 }
 
+/// `a` (finite, > 0) in Rust's `d.ddde±x` form with `p` significant digits, rounded the
+/// way .NET Framework / Mono do: half away from zero on the exact decimal expansion
+/// (Rust's `{:e}` rounds exact ties to even: 61.12890625 to 9 digits is `61.1289063` in
+/// .NET, `61.1289062` in Rust).
+fn sci_half_up(a: f64, p: usize) -> String {
+    // 1100 fraction digits hold the exact expansion of every finite f64.
+    let exact = format!("{:.1100e}", a);
+    let (mant, exp) = exact.split_once('e').unwrap_or((&exact, "0"));
+    let mut exp: i32 = exp.parse().unwrap_or(0);
+    let all: Vec<u8> = mant.bytes().filter(u8::is_ascii_digit).collect();
+    let mut d: Vec<u8> = all[..p.min(all.len())].to_vec();
+    if all.get(p).is_some_and(|&c| c >= b'5') {
+        let mut i = d.len();
+        loop {
+            if i == 0 {
+                d.insert(0, b'1');
+                d.truncate(p);
+                exp += 1;
+                break;
+            }
+            i -= 1;
+            if d[i] == b'9' {
+                d[i] = b'0';
+            } else {
+                d[i] += 1;
+                break;
+            }
+        }
+    }
+    let d = String::from_utf8(d).unwrap_or_default();
+    format!("{}.{}e{exp}", &d[..1], &d[1..])
+}
+
 /// .NET "G"-style layout of `digits` × 10^`exp` with `max_digits` as the switch to
 /// scientific notation.
 fn general(negative: bool, d: &str, exp: i32, max_digits: i32) -> String {
@@ -79,10 +112,10 @@ pub fn format_double(v: f64) -> String {
     }
     let a = v.abs();
     let mut p = 15;
-    let mut sci = format!("{:.*e}", p - 1, a);
+    let mut sci = sci_half_up(a, p);
     if sci.parse::<f64>().ok() != Some(a) {
         p = 17;
-        sci = format!("{:.*e}", p - 1, a);
+        sci = sci_half_up(a, p);
     }
     let (d, exp) = digits(&sci);
     general(v < 0.0, &d, exp, p as i32)
@@ -101,10 +134,10 @@ pub fn format_float(v: f32) -> String {
     }
     let a = v.abs();
     let mut p = 7;
-    let mut sci = format!("{:.*e}", p - 1, a);
+    let mut sci = sci_half_up(f64::from(a), p);
     if sci.parse::<f32>().ok() != Some(a) {
         p = 9;
-        sci = format!("{:.*e}", p - 1, a);
+        sci = sci_half_up(f64::from(a), p);
     }
     let (d, exp) = digits(&sci);
     general(v < 0.0, &d, exp, p as i32)
@@ -325,6 +358,13 @@ mod tests {
         ] {
             assert_eq!(format_double(v), s, "{v:e}");
         }
+        // Exact ties round away from zero, as in .NET / Mono (found by the Mono oracle).
+        for (v, s) in [
+            (2738837074117.15625f64, "2738837074117.1563"),
+            (0.776477813720703125, "0.77647781372070313"),
+        ] {
+            assert_eq!(format_double(v), s);
+        }
     }
 
     #[test]
@@ -338,6 +378,9 @@ mod tests {
             (16777216.0, "16777216"),
         ] {
             assert_eq!(format_float(v), s, "{v:e}");
+        }
+        for (v, s) in [(61.12890625f32, "61.1289063"), (-1054.765625, "-1054.76563")] {
+            assert_eq!(format_float(v), s);
         }
     }
 

@@ -104,7 +104,7 @@ pub struct CaptureArgs {
     /// Capture file to write (JSON lines; see fixtures/README.md). Appends if it exists.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
-    /// Stop after this long (e.g. 30s); default: run until interrupted.
+    /// Stop after this long (e.g. 30s); default: run until SIGINT or SIGTERM.
     #[arg(long, value_name = "DURATION")]
     duration: Option<humantime::Duration>,
 }
@@ -264,12 +264,22 @@ pub async fn capture(a: CaptureArgs) -> Result<()> {
         listener.local_addr()?,
         a.target
     );
-    let stop = async {
-        match a.duration {
-            Some(d) => tokio::time::sleep(d.into()).await,
-            None => {
-                let _ = tokio::signal::ctrl_c().await;
+    // Until --duration passes, or SIGINT / SIGTERM (a script's background job has SIGINT
+    // ignored, so SIGTERM matters).
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch SIGTERM")?;
+    let duration = a.duration;
+    let stop = async move {
+        let timer = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d.into()).await,
+                None => std::future::pending().await,
             }
+        };
+        tokio::select! {
+            _ = timer => {}
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
         }
     };
     tokio::pin!(stop);

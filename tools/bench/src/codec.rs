@@ -26,6 +26,9 @@ struct Args {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 2.0)]
     seconds: f64,
+    /// Only run the decode measurement (for profiling).
+    #[arg(long)]
+    decode_only: bool,
 }
 
 fn rate<F: FnMut()>(bytes: usize, secs: f64, mut f: F) -> f64 {
@@ -121,6 +124,10 @@ fn main() -> Result<()> {
         let mut s = SessionDictionary::new(64 << 20);
         std::hint::black_box(read_session_message(&payload, &mut s, &limits).unwrap());
     });
+    if a.decode_only {
+        println!("decode to records: {decode:.0} MB/s");
+        return Ok(());
+    }
     let to_xml = rate(n, a.seconds, || {
         let mut s = SessionDictionary::new(64 << 20);
         let m = read_session_message(&payload, &mut s, &limits).unwrap();

@@ -1,0 +1,220 @@
+// The WCF bridge end to end with real peers nobody here wrote: an unmodified Mono WCF
+// client (tools/peers/mono-wcf) → `hyrelay bridge --wcf-local` → relay → `hyrelay bridge
+// --wcf` → an unmodified Mono WCF service (NetTcpBinding, binary session encoding).
+// Every test asserts what the service computed, not only that a reply came.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFile as execFileCb } from 'node:child_process';
+import { promisify } from 'node:util';
+import net from 'node:net';
+import path from 'node:path';
+import fs from 'node:fs';
+import { startRelay, BIN, root, sleep } from './harness.mjs';
+
+const execFile = promisify(execFileCb);
+const PEER = path.join(root, 'tools', 'peers', 'mono-wcf');
+const haveMono = fs.existsSync(path.join(PEER, 'bin', 'CreditCheckClient.exe'));
+const skip = haveMono ? false : 'Mono WCF peer not built (tools/test builds it: tools/peers/mono-wcf/build.sh)';
+
+let relay, svc, svcBridge, cliBridge, S, C;
+const children = [];
+
+// A base port with `span` free ports after it (the Mono peer uses base+0..6).
+async function freeBase(span = 7) {
+  for (let tries = 0; tries < 50; tries++) {
+    const base = 20000 + Math.floor(Math.random() * 30000);
+    let ok = true;
+    for (let p = base; p < base + span && ok; p++) {
+      ok = await new Promise((r) => {
+        const s = net.createServer().once('error', () => r(false)).listen(p, '127.0.0.1', () => s.close(() => r(true)));
+      });
+    }
+    if (ok) return base;
+  }
+  throw new Error('no free port range');
+}
+
+function spawnReady(cmd, args, marker, opts = {}) {
+  const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+  children.push(c);
+  let out = '', err = '';
+  c.stderr.on('data', (d) => { err += d; });
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`${cmd} not ready: ${out}${err}`)), 60000);
+    c.stdout.on('data', (d) => { out += d; if (out.includes(marker)) { clearTimeout(t); resolve(c); } });
+    c.on('exit', (code) => { clearTimeout(t); reject(new Error(`${cmd} exited ${code}: ${out}${err}`)); });
+    c.log = () => out + err;
+  });
+}
+
+async function client(port, ...args) {
+  try {
+    const { stdout } = await execFile(path.join(PEER, 'run-client.sh'), ['127.0.0.1', String(port), ...args, '--warmup', '0'],
+      { timeout: 120000, maxBuffer: 64 << 20 });
+    return { code: 0, out: stdout };
+  } catch (e) {
+    return { code: e.code ?? 1, out: (e.stdout || '') + (e.stderr || '') };
+  }
+}
+
+before(async () => {
+  if (!haveMono) return;
+  relay = await startRelay();
+  for (const n of ['cc', 'cc-duplex', 'cc-streamed', 'cc-stream', 'cc-reliable', 'cc-down']) relay.createHyco(n);
+  S = await freeBase();
+  C = await freeBase();
+  svc = await spawnReady(path.join(PEER, 'run-service.sh'), [String(S), 'tcp,duplex,streamed,reliable'], 'READY');
+  const dead = await freeBase(1);
+  svcBridge = await spawnReady(BIN, ['bridge', '-x', relay.connStr(),
+    '--wcf', `cc=net.tcp://127.0.0.1:${S}/CreditCheck`,
+    '--wcf', `cc-duplex=net.tcp://127.0.0.1:${S + 5}/CreditCheck/Duplex`,
+    '--wcf', `cc-streamed=net.tcp://127.0.0.1:${S + 2}/CreditCheck/Streamed`,
+    '--wcf', `cc-stream=net.tcp://127.0.0.1:${S + 6}/CreditCheck/Stream`,
+    '--wcf', `cc-reliable=net.tcp://127.0.0.1:${S + 4}/CreditCheck`,
+    '--wcf', `cc-down=net.tcp://127.0.0.1:${dead}/Nothing`,
+  ], 'hyrelay bridge ready', { env: { ...process.env, HYRELAY_LOG: 'info' } });
+  cliBridge = await spawnReady(BIN, ['bridge', '-x', relay.connStr(),
+    '--wcf-local', `127.0.0.1:${C}/CreditCheck=cc`,
+    '--wcf-local', `127.0.0.1:${C}/Down=cc-down`,
+    '--wcf-local', `127.0.0.1:${C + 5}/CreditCheck/Duplex=cc-duplex`,
+    '--wcf-local', `127.0.0.1:${C + 2}/CreditCheck/Streamed=cc-streamed`,
+    '--wcf-local', `127.0.0.1:${C + 6}/CreditCheck/Stream=cc-stream`,
+    '--wcf-local', `127.0.0.1:${C + 4}/CreditCheck=cc-reliable`,
+  ], 'hyrelay bridge ready', { env: { ...process.env, HYRELAY_LOG: 'info' } });
+  // First Mono connection spends seconds in the JIT: warm the service up directly.
+  await client(S, '1', '--op', 'ping');
+  await sleep(300);
+});
+
+after(async () => {
+  for (const c of children) if (c.exitCode === null) { c.kill('SIGTERM'); }
+  await sleep(200);
+  if (relay) await relay.stop();
+});
+
+test('request/reply: the service\'s credit decisions come back through the relay', { skip }, async () => {
+  const r = await client(C, '3', '--op', 'check');
+  assert.equal(r.code, 0, r.out);
+  // Scoring.Decide is deterministic: these are the values the service computes.
+  assert.match(r.out, /CheckCredit\(CUST-0000, 1000\.00\) -> Approved=False Score=533 Reason=LOW_SCORE/);
+  assert.match(r.out, /CheckCredit\(CUST-0001, 2234\.56\) -> Approved=False Score=534 Reason=LOW_SCORE/);
+  assert.match(r.out, /CheckCredit\(CUST-0002, 3469\.12\) -> Approved=False Score=535 Reason=LOW_SCORE/);
+  // the service-side bridge rewrote To (Mono drops messages whose To differs)
+  assert.match(svcBridge.log(), /Via and To rewritten\) endpoint=cc client_via=net\.tcp:\/\/127\.0\.0\.1:\d+\/CreditCheck/);
+});
+
+test('many calls on one session: the session dictionary grows across messages', { skip }, async () => {
+  // The client prints the first 20 results and a SUMMARY with the count of all calls.
+  const r = await client(C, '40', '--op', 'profile');
+  assert.equal(r.code, 0, r.out);
+  const lines = r.out.split('\n').filter((l) => /GetProfile\(\) -> CUST-\d+/.test(l));
+  assert.equal(lines.length, 20, r.out);
+  assert.match(r.out, /GetProfile\(\) -> CUST-19, /);
+  assert.match(r.out, /SUMMARY variant=tcp op=profile calls=40 /);
+  const m = await client(C, '18', '--op', 'mixed');
+  assert.equal(m.code, 0, m.out);
+  assert.equal((m.out.match(/Ping\(\) -> pong /g) || []).length, 6);
+  assert.equal((m.out.match(/-> Approved=/g) || []).length, 6);
+  assert.match(m.out, /SUMMARY variant=tcp op=mixed calls=18 /);
+});
+
+test('one-way calls arrive: the service counts them', { skip }, async () => {
+  const before = await client(S, '1', '--op', 'audit');            // directly: count so far (+1)
+  const n0 = Number(before.out.match(/service audit count now: (\d+)/)[1]);
+  const r = await client(C, '7', '--op', 'audit');                   // through the relay
+  assert.equal(r.code, 0, r.out);
+  const n1 = Number(r.out.match(/service audit count now: (\d+)/)[1]);
+  assert.equal(n1, n0 + 7, r.out);
+});
+
+test('a 1 MB response arrives whole', { skip }, async () => {
+  const r = await client(C, '1', '--op', 'statement', '--lines', '10000');
+  assert.equal(r.code, 0, r.out);
+  assert.match(r.out, /GetStatement\(10000\) -> 10000 lines, 1030000 chars, last="00009999 2024-01-01 PAYMENT ACME-CORP-000029 +1248\.75 EUR balance-after +90001\.00 ref=B8CA185F"/);
+});
+
+test('streamed transfer (TransferMode.Streamed, singleton-unsized framing)', { skip }, async () => {
+  const r = await client(C, '1', '--op', 'stream', '--bytes', '3000000');
+  assert.equal(r.code, 0, r.out);
+  assert.match(r.out, /GetStatementStream\(3000000\) -> read 3000000 bytes/);
+  const p = await client(C, '3', '--variant', 'streamed', '--op', 'ping', '--new-channel');
+  assert.equal(p.code, 0, p.out);
+  assert.equal((p.out.match(/Ping\(\) -> pong /g) || []).length, 3);
+});
+
+test('duplex callback contract: per-session state and server-to-client callbacks', { skip }, async () => {
+  const r = await client(C, '3', '--variant', 'duplex');
+  assert.equal(r.code, 0, r.out);
+  assert.match(r.out, /NextInSession\(\) -> 1\n/);
+  assert.match(r.out, /NextInSession\(\) -> 3\n/);
+  assert.match(r.out, /callbacks received: 3\/3/);
+  assert.match(r.out, /callback OnDecision\(CUST-0001\) Approved=False Score=534 Reason=LOW_SCORE/);
+});
+
+test('reliable session binding', { skip }, async () => {
+  const r = await client(C, '3', '--variant', 'reliable', '--op', 'check');
+  assert.equal(r.code, 0, r.out);
+  assert.match(r.out, /CheckCredit\(CUST-0002, 3469\.12\) -> Approved=False Score=535/);
+});
+
+test('a FaultException thrown by the service reaches the client with its reason', { skip }, async () => {
+  const r = await client(C, '2', '--op', 'fault');
+  assert.equal(r.code, 0, r.out);
+  assert.match(r.out, /Assess\(CUST-0000, 5000000\) -> FAULT code=\w+ reason=amount 5000000 for CUST-0000 exceeds the credit limit of 1000000/);
+  assert.match(r.out, /Assess\(CUST-0001, 5000001\) -> FAULT .*5000001 for CUST-0001/);
+});
+
+test('a Via the bridge does not serve gets the EndpointNotFound framing fault', { skip }, async () => {
+  const r = await client(C, '1', '--op', 'check', '--via', `127.0.0.1:${C}`, '--via-path', '/NoSuchService');
+  assert.notEqual(r.code, 0);
+  assert.match(r.out, /ERROR System\.ServiceModel\.FaultException: http:\/\/schemas\.microsoft\.com\/ws\/2006\/05\/framing\/faults\/EndpointNotFound/);
+  assert.match(cliBridge.log(), /no endpoint for Via net\.tcp:\/\/127\.0\.0\.1:\d+\/NoSuchService.*sent EndpointNotFound/);
+  // and the endpoint keeps serving
+  const ok = await client(C, '1', '--op', 'check');
+  assert.match(ok.out, /Score=533/);
+});
+
+test('a service that is down: the client gets a framing fault, the log names endpoint and cause', { skip }, async () => {
+  const r = await client(C, '1', '--op', 'check', '--via', `127.0.0.1:${C}`, '--via-path', '/Down');
+  assert.notEqual(r.code, 0);
+  assert.match(r.out, /ERROR System\.ServiceModel\.FaultException: .*framing\/faults\/EndpointUnavailable/);
+  assert.match(svcBridge.log(), /the service at net\.tcp:\/\/127\.0\.0\.1:\d+\/Nothing .*is not reachable: .*endpoint=cc-down/);
+});
+
+// Raw NMF from a client that is not what the bridge can carry.
+function rawSession(port, bytes) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1', () => s.write(bytes));
+    const parts = [];
+    s.on('data', (d) => parts.push(d));
+    s.on('end', () => resolve(Buffer.concat(parts)));
+    s.on('error', reject);
+    setTimeout(() => { s.destroy(); resolve(Buffer.concat(parts)); }, 10000);
+  });
+}
+
+function preamble(via, tail) {
+  const v = Buffer.from(via);
+  return Buffer.concat([Buffer.from([0, 1, 0, 1, 2, 2, v.length]), v, Buffer.from(tail)]);
+}
+
+test('a TLS stream upgrade is refused with UpgradeInvalid and a log line that says what to configure', { skip }, async () => {
+  const up = Buffer.from('application/ssl-tls');
+  const got = await rawSession(C, preamble(`net.tcp://127.0.0.1:${C}/CreditCheck`, [0x03, 0x08, 0x09, up.length, ...up]));
+  assert.equal(got[0], 0x08, `expected a Fault record, got ${got.toString('hex')}`);
+  assert.match(got.toString('latin1'), /framing\/faults\/UpgradeInvalid/);
+  await sleep(200);
+  assert.match(svcBridge.log(), /refused: .*SecurityMode\.None.* endpoint=cc\n/);
+});
+
+test('a text-encoded session is refused with ContentTypeInvalid', { skip }, async () => {
+  const got = await rawSession(C, preamble(`net.tcp://127.0.0.1:${C}/CreditCheck`, [0x03, 0x03, 0x0c]));
+  assert.match(got.toString('latin1'), /framing\/faults\/ContentTypeInvalid/);
+});
+
+test('something that is not NMF gets no session and the endpoint stays up', { skip }, async () => {
+  const got = await rawSession(C, Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+  assert.ok(got.length === 0 || got[0] === 0x08, got.toString('hex'));
+  const ok = await client(C, '1', '--op', 'check');
+  assert.match(ok.out, /Score=533/);
+});
