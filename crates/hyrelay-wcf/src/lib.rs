@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod compare;
 pub mod envelope;
 
 use hyrelay_nbfx::SessionDictionary;

@@ -3,6 +3,7 @@
 mod bridge;
 mod bridge_config;
 mod manage;
+mod replay;
 mod run;
 mod wcf;
 mod wire;
@@ -86,6 +87,14 @@ enum Cmd {
     /// byte both ways to --out in hyrelay's capture format (JSON lines), which
     /// `hyrelay nmf decode` and `hyrelay replay` read.
     Capture(wire::CaptureArgs),
+    /// Replay the client side of captured WCF sessions (capture file, pcap or pcapng)
+    /// against a live net.tcp service, with Via and To rewritten to --target, and compare
+    /// each answer with the captured one structurally (message ids, RelatesTo, GUIDs and
+    /// timestamps ignored). Prints the differences; exits 1 on any mismatch.
+    ///
+    /// Example: `hyrelay replay fixtures/captures/tcp-3calls/capture.jsonl --target
+    /// net.tcp://127.0.0.1:8000/CreditCheck`
+    Replay(replay::ReplayArgs),
 }
 
 fn init_logs() {
@@ -135,6 +144,11 @@ fn main() -> std::process::ExitCode {
                 Err(e) => Err(e),
             },
             Cmd::Capture(a) => wire::capture(a).await,
+            Cmd::Replay(a) => match replay::replay(a).await {
+                Ok(true) => Ok(()),
+                Ok(false) => return Err(None),
+                Err(e) => Err(e),
+            },
         }
         .map_err(Some)
     });
