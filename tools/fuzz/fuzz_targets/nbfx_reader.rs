@@ -20,8 +20,11 @@ fuzz_target!(|data: &[u8]| {
             write_records(&recs, &mut out).expect("re-encode");
             if out != input {
                 assert!(out.len() < input.len(), "re-encoding differs but is not a shortening");
+                // Compared as bytes: records holding NaN are never == themselves.
                 let again = read_records(&out, Dictionaries::static_only(), &limits).expect("re-read");
-                assert_eq!(again, recs);
+                let mut out2 = Vec::new();
+                write_records(&again, &mut out2).expect("re-encode");
+                assert_eq!(out2, out);
             }
             let _ = records_to_xml(&recs, Dictionaries::static_only(), &XmlOptions::default());
         }
@@ -34,7 +37,9 @@ fuzz_target!(|data: &[u8]| {
                 assert!(out.len() < input.len(), "re-encoding differs but is not a shortening");
                 let mut s2 = SessionDictionary::new(64 * 1024);
                 let again = read_session_message(&out, &mut s2, &limits).expect("re-read");
-                assert_eq!(again, msg);
+                let mut out2 = Vec::new();
+                write_session_message(&again, &mut out2).expect("re-encode");
+                assert_eq!(out2, out);
             }
             let _ = records_to_xml(&msg.records, Dictionaries::with_session(&session), &XmlOptions::default());
         }
