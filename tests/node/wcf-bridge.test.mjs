@@ -265,3 +265,68 @@ test('replay reports a real difference and exits non-zero', { skip }, async () =
   assert.match(r.out, /GetAuditCountResponse/);
   assert.match(r.out, /  - +"\d+"\n  \+ +"\d+"/);
 });
+
+// HTTP text SOAP → the net.tcp service, through the relay's HTTP endpoint: clients that know
+// nothing of WCF (curl, Node's fetch).
+const NS = 'http://schemas.example.org/creditcheck/2024';
+const ACTION = (op) => `${NS}/ICreditCheck/${op}`;
+const soapBody = (env, op, id, amount) =>
+  `<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="${env}" xmlns:cc="${NS}"><soap:Body><cc:${op}><cc:customerId>${id}</cc:customerId><cc:amount>${amount}</cc:amount></cc:${op}></soap:Body></soap:Envelope>`;
+const SOAP11 = 'http://schemas.xmlsoap.org/soap/envelope/';
+const SOAP12 = 'http://www.w3.org/2003/05/soap-envelope';
+
+test('SOAP 1.1 over HTTP (curl) reaches the net.tcp service; faults are HTTP 500 SOAP 1.1 faults', { skip }, async () => {
+  const url = `http://${relay.ns}/cc`;
+  const token = relay.token(url);
+  const curl = async (body, action) => {
+    const { stdout } = await execFile('curl', ['-s', '-w', '\n%{http_code} %{content_type}', '-H', `ServiceBusAuthorization: ${token}`,
+      '-H', 'Content-Type: text/xml; charset=utf-8', '-H', `SOAPAction: "${action}"`, '--data-binary', body, url], { timeout: 60000 });
+    return stdout;
+  };
+  const ok = await curl(soapBody(SOAP11, 'CheckCredit', 'CUST-0001', '2234.56'), ACTION('CheckCredit'));
+  assert.match(ok, /<s:Envelope xmlns:s="http:\/\/schemas\.xmlsoap\.org\/soap\/envelope\/"/);
+  assert.match(ok, /<Approved>false<\/Approved><Reason>LOW_SCORE<\/Reason><Score>534<\/Score>/);
+  assert.match(ok, /\n200 text\/xml; charset=utf-8$/);
+  const fault = await curl(soapBody(SOAP11, 'Assess', 'CUST-0009', '7000000'), ACTION('Assess'));
+  assert.match(fault, /<s:Fault><faultcode>s:Server<\/faultcode><faultstring>amount 7000000 for CUST-0009 exceeds the credit limit of 1000000<\/faultstring>/);
+  assert.match(fault, /\n500 text\/xml/);
+});
+
+test('SOAP 1.2 over HTTP (fetch) with the action in the content type', { skip }, async () => {
+  const url = `http://${relay.ns}/cc`;
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { ServiceBusAuthorization: relay.token(url), 'Content-Type': `application/soap+xml; charset=utf-8; action="${ACTION('CheckCredit')}"` },
+    body: soapBody(SOAP12, 'CheckCredit', 'CUST-0002', '3469.12'),
+  });
+  const text = await res.text();
+  assert.equal(res.status, 200, text);
+  assert.match(res.headers.get('content-type'), /application\/soap\+xml/);
+  assert.match(text, /<a:Action s:mustUnderstand="1">http:\/\/schemas\.example\.org\/creditcheck\/2024\/ICreditCheck\/CheckCreditResponse<\/a:Action>/);
+  assert.match(text, /<Score>535<\/Score>/);
+  // many calls reuse the pooled session (its dictionary grows): all answers right
+  for (let i = 0; i < 20; i++) {
+    const r = await fetch(url, {
+      method: 'POST',
+      headers: { ServiceBusAuthorization: relay.token(url), 'Content-Type': `application/soap+xml; action="${ACTION('CheckCredit')}"` },
+      body: soapBody(SOAP12, 'CheckCredit', `CUST-000${i % 3}`, '1000.00'),
+    });
+    assert.match(await r.text(), new RegExp(`<Score>${533 + (i % 3)}</Score>`));
+  }
+});
+
+test('HTTP requests that are not SOAP get 415/400/405 with the reason', { skip }, async () => {
+  const url = `http://${relay.ns}/cc`;
+  const post = (ct, body, extra = {}) => fetch(url, { method: 'POST', headers: { ServiceBusAuthorization: relay.token(url), 'Content-Type': ct, ...extra }, body });
+  let r = await post('application/json', '{"customerId":"x"}');
+  assert.equal(r.status, 415);
+  assert.match(await r.text(), /not SOAP: use application\/soap\+xml/);
+  r = await post('text/xml', soapBody(SOAP11, 'CheckCredit', 'C', '1'));
+  assert.equal(r.status, 400);
+  assert.match(await r.text(), /no SOAP action/);
+  r = await post('text/xml', '<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body>', { SOAPAction: 'x' });
+  assert.equal(r.status, 400);
+  r = await fetch(url + '?wsdl', { headers: { ServiceBusAuthorization: relay.token(url) } });
+  assert.equal(r.status, 404);
+  assert.match(await r.text(), /metadata/);
+});

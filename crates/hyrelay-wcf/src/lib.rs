@@ -15,6 +15,7 @@
 
 pub mod compare;
 pub mod envelope;
+pub mod soap;
 
 use hyrelay_nbfx::SessionDictionary;
 use hyrelay_nmf::{encode_record, Decoder, FaultCode, Mode, Record};

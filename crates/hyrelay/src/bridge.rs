@@ -804,6 +804,9 @@ pub async fn run(mut a: BridgeArgs) -> Result<()> {
             svc.address
         );
         let stats = Arc::new(crate::wcf::EndpointStats::default());
+        let gateway = crate::wcf::SoapGateway::new(svc.clone(), stats.clone());
+        let handler: hyrelay_client::RequestHandler =
+            Arc::new(move |req| Box::pin(gateway.clone().handle(req)));
         let listener = Listener::new(
             (*ep).clone(),
             &svc.hyco,
@@ -811,7 +814,8 @@ pub async fn run(mut a: BridgeArgs) -> Result<()> {
                 keep_alive: Duration::from_secs(a.keep_alive.max(1)),
                 ..Default::default()
             },
-        );
+        )
+        .with_requests(handler);
         let ep2 = ep.clone();
         tasks.spawn(async move {
             let relay = svc.hyco.clone();

@@ -343,3 +343,248 @@ async fn local_session(
     pipe_socket(c, s).await?;
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------
+// HTTP text SOAP → net.tcp: relayed HTTP requests on a `--wcf` hybrid connection become
+// calls on pooled duplex NMF sessions (binary, in-band dictionary) to the service.
+
+/// One open net.tcp session to the service.
+struct NetTcpSession {
+    s: TcpStream,
+    cs: hyrelay_nmf::ClientSession,
+    c2s: hyrelay_nbfx::SessionDictionary,
+    s2c: hyrelay_nbfx::SessionDictionary,
+}
+
+/// The session dictionary size .NET's binary encoder allows by default (MaxSessionSize).
+const MAX_SESSION_SIZE: usize = 2048;
+const MAX_REPLY: usize = 64 << 20;
+
+impl NetTcpSession {
+    async fn open(svc: &WcfService) -> Result<Self> {
+        let s = TcpStream::connect(&svc.dial)
+            .await
+            .with_context(|| format!("the service at {} is not reachable", svc.address))?;
+        let _ = s.set_nodelay(true);
+        let mut cs = hyrelay_nmf::ClientSession::new(
+            hyrelay_nmf::ClientConfig {
+                mode: hyrelay_nmf::Mode::Duplex,
+                via: svc.address.clone(),
+                encoding: hyrelay_nmf::Encoding::Known(hyrelay_nmf::ENCODING_BINARY_SESSION),
+                upgrade: None,
+            },
+            hyrelay_nmf::Limits {
+                max_message_size: MAX_REPLY,
+                ..Default::default()
+            },
+        );
+        cs.start()?;
+        let mut me = NetTcpSession {
+            s,
+            cs,
+            c2s: hyrelay_nbfx::SessionDictionary::new(MAX_SESSION_SIZE),
+            s2c: hyrelay_nbfx::SessionDictionary::new(MAX_REPLY),
+        };
+        me.flush().await?;
+        match me.next_event(Duration::from_secs(30)).await? {
+            hyrelay_nmf::ClientEvent::PreambleAck => Ok(me),
+            other => bail!("the service answered the preamble with {other:?}"),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        let out = self.cs.take_output();
+        if !out.is_empty() {
+            self.s.write_all(&out).await?;
+        }
+        Ok(())
+    }
+
+    async fn next_event(&mut self, timeout: Duration) -> Result<hyrelay_nmf::ClientEvent> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if let Some(ev) = self.cs.poll_event()? {
+                return Ok(ev);
+            }
+            let n = tokio::time::timeout_at(deadline, self.s.read(&mut buf))
+                .await
+                .map_err(|_| anyhow!("no answer from the service within {timeout:?}"))??;
+            if n == 0 {
+                self.cs.feed_eof()?;
+                if let Some(ev) = self.cs.poll_event()? {
+                    return Ok(ev);
+                }
+                bail!("the service closed the session");
+            }
+            self.cs.feed(&buf[..n]);
+        }
+    }
+
+    /// Send one envelope (text XML) and return the service's answer as text XML.
+    async fn call(&mut self, xml: &str, timeout: Duration) -> Result<String> {
+        let msg = hyrelay_nbfx::xml_to_session_message(
+            xml,
+            &mut self.c2s,
+            &hyrelay_nbfx::EncodeOptions::default(),
+        )
+        .context("cannot encode the request as binary XML")?;
+        let mut payload = Vec::new();
+        hyrelay_nbfx::write_session_message(&msg, &mut payload)?;
+        self.cs.send_message(&payload)?;
+        self.flush().await?;
+        match self.next_event(timeout).await? {
+            hyrelay_nmf::ClientEvent::Message(p) => {
+                let limits = hyrelay_nbfx::Limits::buffered(MAX_REPLY);
+                let m = hyrelay_nbfx::read_session_message(&p, &mut self.s2c, &limits)
+                    .context("the service's reply is not valid binary XML")?;
+                Ok(hyrelay_nbfx::records_to_xml(
+                    &m.records,
+                    hyrelay_nbfx::Dictionaries::with_session(&self.s2c),
+                    &hyrelay_nbfx::XmlOptions::default(),
+                )?)
+            }
+            other => bail!("the service ended the session instead of answering: {other:?}"),
+        }
+    }
+}
+
+/// Pooled sessions of one `--wcf` endpoint for HTTP SOAP callers.
+pub struct SoapGateway {
+    svc: Arc<WcfService>,
+    stats: Arc<EndpointStats>,
+    idle: tokio::sync::Mutex<Vec<NetTcpSession>>,
+    timeout: Duration,
+}
+
+fn soap_response(status: u16, ct: &str, body: String) -> hyrelay_client::HttpResponse {
+    hyrelay_client::HttpResponse {
+        status,
+        reason: None,
+        headers: vec![("content-type".into(), ct.into())],
+        body: bytes::Bytes::from(body),
+    }
+}
+
+fn plain(status: u16, msg: String) -> hyrelay_client::HttpResponse {
+    soap_response(status, "text/plain; charset=utf-8", msg + "\n")
+}
+
+impl SoapGateway {
+    pub fn new(svc: Arc<WcfService>, stats: Arc<EndpointStats>) -> Arc<Self> {
+        Arc::new(SoapGateway {
+            svc,
+            stats,
+            idle: tokio::sync::Mutex::new(Vec::new()),
+            timeout: Duration::from_secs(60),
+        })
+    }
+
+    pub async fn handle(
+        self: Arc<Self>,
+        req: hyrelay_client::HttpRequest,
+    ) -> hyrelay_client::HttpResponse {
+        let name = self.svc.hyco.clone();
+        let header = |k: &str| {
+            req.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.as_str())
+        };
+        if req.method == "GET" && req.target.to_ascii_lowercase().contains("?wsdl") {
+            return plain(404, format!("hyrelay bridge: '{name}' bridges net.tcp; the service's metadata (WSDL) is not published over net.tcp. Point your tooling at the service's own HTTP metadata endpoint."));
+        }
+        if req.method != "POST" {
+            return plain(
+                405,
+                format!("hyrelay bridge: '{name}' takes SOAP calls as POST"),
+            );
+        }
+        let ct = header("content-type").unwrap_or("");
+        let Ok(text) = std::str::from_utf8(&req.body) else {
+            return plain(400, "hyrelay bridge: the SOAP request is not UTF-8".into());
+        };
+        let mid = format!("urn:uuid:{}", uuid_v4());
+        let conv = match hyrelay_wcf::soap::request_to_nettcp(
+            ct,
+            header("soapaction"),
+            text,
+            &self.svc.address,
+            &mid,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::info!(endpoint = %name, "HTTP request refused: {e}");
+                let status = if e.0.contains("is not SOAP") {
+                    415
+                } else {
+                    400
+                };
+                return plain(status, format!("hyrelay bridge: {e}"));
+            }
+        };
+        self.stats.messages.fetch_add(1, Ordering::Relaxed);
+        let session = self.idle.lock().await.pop();
+        let mut session = match session {
+            Some(s) => s,
+            None => match NetTcpSession::open(&self.svc).await {
+                Ok(s) => s,
+                Err(e) => {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(endpoint = %name, "HTTP SOAP call {}: {e:#}", conv.action);
+                    return plain(502, format!("hyrelay bridge: {e:#}"));
+                }
+            },
+        };
+        let reply = session.call(&conv.xml, self.timeout).await;
+        let reply = match reply {
+            Ok(x) => {
+                self.idle.lock().await.push(session);
+                x
+            }
+            Err(e) => {
+                // The session may be out of step now: drop it.
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(endpoint = %name, "HTTP SOAP call {}: {e:#}", conv.action);
+                let status = if e.to_string().contains("no answer") {
+                    504
+                } else {
+                    502
+                };
+                return plain(status, format!("hyrelay bridge: {e:#}"));
+            }
+        };
+        match hyrelay_wcf::soap::reply_from_nettcp(&reply, conv.version) {
+            Ok(r) => {
+                tracing::debug!(endpoint = %name, action = %conv.action, fault = r.fault, "HTTP SOAP call");
+                soap_response(
+                    if r.fault { 500 } else { 200 },
+                    conv.version.content_type(),
+                    r.xml,
+                )
+            }
+            Err(e) => plain(502, format!("hyrelay bridge: the service's reply: {e}")),
+        }
+    }
+}
+
+/// A random (version 4) UUID for message ids.
+fn uuid_v4() -> String {
+    let mut b = [0u8; 16];
+    for chunk in b.chunks_mut(8) {
+        let r = std::collections::hash_map::RandomState::new();
+        let v = std::hash::BuildHasher::hash_one(&r, std::time::SystemTime::now());
+        chunk.copy_from_slice(&v.to_le_bytes());
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
