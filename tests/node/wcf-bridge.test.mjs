@@ -330,3 +330,63 @@ test('HTTP requests that are not SOAP get 415/400/405 with the reason', { skip }
   assert.equal(r.status, 404);
   assert.match(await r.text(), /metadata/);
 });
+
+// Migration, one endpoint at a time: a bridge file lists endpoints as direct or relayed;
+// editing it re-applies without dropping live sessions of the endpoints that did not change.
+test('migration: switching one endpoint from direct to relayed leaves other live sessions alone', { skip }, async () => {
+  const M = await freeBase();
+  const statusPort = await freeBase(1);
+  const dir = fs.mkdtempSync(path.join(relay.dataDir, 'mig-'));
+  const file = path.join(dir, 'bridge.yml');
+  const yml = (mode) => `AzureRelayConnectionString: "${relay.connStr()}"
+StatusAddress: 127.0.0.1:${statusPort}
+WcfEndpoints:
+  - RelayName: cc
+    Local: net.tcp://127.0.0.1:${M}/CreditCheck
+    Service: net.tcp://127.0.0.1:${S}/CreditCheck
+    Mode: ${mode}
+  - RelayName: cc-duplex
+    Local: net.tcp://127.0.0.1:${M + 5}/CreditCheck/Duplex
+    Mode: relayed
+`;
+  fs.writeFileSync(file, yml('direct'));
+  const b = await spawnReady(BIN, ['bridge', '-f', file], 'hyrelay bridge ready', { env: { ...process.env, HYRELAY_LOG: 'info' } });
+  const status = async () => JSON.parse((await execFile(BIN, ['bridge', 'status', '--address', `127.0.0.1:${statusPort}`, '--json'])).stdout);
+  const row = (st, prefix) => st.endpoints.find((e) => e.endpoint.startsWith(prefix));
+
+  const sessionsBefore = (svcBridge.log().match(/endpoint=cc client_via/g) || []).length;
+  const d = await client(M, '2', '--op', 'check');
+  assert.match(d.out, /CUST-0001, 2234\.56\) -> Approved=False Score=534/);
+  let st = await status();
+  assert.equal(row(st, `net.tcp://127.0.0.1:${M}/creditcheck`).mode, 'direct');
+  assert.equal(row(st, `net.tcp://127.0.0.1:${M}/creditcheck`).calls, 2);
+  // direct: the service-side bridge saw nothing
+  assert.equal((svcBridge.log().match(/endpoint=cc client_via/g) || []).length, sessionsBefore);
+
+  // a long duplex session on the other endpoint, live across the change
+  const long = client(M, '40', '--variant', 'duplex');   // the client adds 5 for the duplex endpoint
+  await sleep(1500);
+  fs.writeFileSync(file, yml('relayed'));
+  for (let i = 0; i < 50 && !/WCF endpoints re-applied/.test(b.log()); i++) await sleep(100);
+  assert.match(b.log(), /WCF clients at net\.tcp:\/\/127\.0\.0\.1:\d+\/creditcheck → hybrid connection 'cc' \(relayed\)/);
+  const r = await client(M, '1', '--op', 'check');
+  assert.match(r.out, /Score=533/);
+  assert.equal((svcBridge.log().match(/endpoint=cc client_via/g) || []).length, sessionsBefore + 1, 'now through the relay');
+  const l = await long;
+  assert.equal(l.code, 0, l.out);
+  assert.match(l.out, /callbacks received: 40\/40/);
+  assert.match(l.out, /NextInSession\(\) -> 20\n/);
+  st = await status();
+  assert.equal(row(st, `net.tcp://127.0.0.1:${M}/creditcheck`).mode, 'relayed');
+  assert.equal(row(st, `net.tcp://127.0.0.1:${M + 5}/creditcheck/duplex`).sessions, 1);
+  assert.equal(row(st, `net.tcp://127.0.0.1:${M + 5}/creditcheck/duplex`).errors, 0);
+  // a broken edit is refused and the running set stays
+  fs.writeFileSync(file, yml('sideways'));
+  for (let i = 0; i < 50 && !/not applied/.test(b.log()); i++) await sleep(100);
+  assert.match(b.log(), /not applied, the running endpoints are unchanged: .*Mode must be relayed or direct/);
+  const again = await client(M, '1', '--op', 'check');
+  assert.match(again.out, /Score=533/);
+  const table = (await execFile(BIN, ['bridge', 'status', '--address', `127.0.0.1:${statusPort}`])).stdout;
+  assert.match(table, /ENDPOINT +SIDE +MODE +TARGET +SESSIONS +ACTIVE +CALLS +ERRORS/);
+  b.kill('SIGTERM');
+});

@@ -12,7 +12,7 @@ const WSA04: &str = crate::envelope::WSA04;
 const ANONYMOUS: &str = "http://www.w3.org/2005/08/addressing/anonymous";
 
 /// The SOAP version of an HTTP request (and of its response).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SoapVersion {
     /// `text/xml` with a `SOAPAction` header.
     Soap11,

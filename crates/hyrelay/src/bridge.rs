@@ -75,6 +75,100 @@ pub struct BridgeArgs {
     /// paths may share a port; a client whose Via matches none gets EndpointNotFound.
     #[arg(long = "wcf-local", value_name = "[ADDR:]PORT/PATH=NAME")]
     wcf_local: Vec<String>,
+    /// Serve the bridge's status (JSON, for `hyrelay bridge status`) on this address
+    /// (also `StatusAddress:` in the file).
+    #[arg(long = "status-address", value_name = "ADDR")]
+    status_address: Option<String>,
+    #[command(subcommand)]
+    cmd: Option<BridgeCmd>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum BridgeCmd {
+    /// Show each WCF endpoint of a running bridge: mode, sessions, calls, errors.
+    Status {
+        /// The bridge's status address (--status-address / StatusAddress:).
+        #[arg(long, default_value = "127.0.0.1:9899", value_name = "ADDR")]
+        address: String,
+        /// Print the JSON as the bridge sends it.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Re-apply the file's WcfEndpoints when it changes or on SIGHUP.
+async fn watch_config(
+    path: PathBuf,
+    mgr: Arc<tokio::sync::Mutex<crate::wcf::Manager>>,
+    cli_wcf: Vec<String>,
+    cli_local: Vec<String>,
+    gateway: bool,
+) {
+    let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last = mtime(&path);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        let by_signal = tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+            _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => true,
+        };
+        let now = mtime(&path);
+        if !by_signal && now == last {
+            continue;
+        }
+        last = now;
+        let res = async {
+            let f = crate::bridge_config::BridgeFile::load(&path)?;
+            let specs = crate::wcf::collect_specs(&cli_wcf, &cli_local, &f.wcf_endpoints, gateway)?;
+            mgr.lock().await.apply(&specs).await
+        }
+        .await;
+        match res {
+            Ok(()) => tracing::info!("{}: WCF endpoints re-applied", path.display()),
+            Err(e) => tracing::error!(
+                "{}: not applied, the running endpoints are unchanged: {e:#}",
+                path.display()
+            ),
+        }
+    }
+}
+
+async fn status(address: &str, json: bool) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(address).await.with_context(|| {
+        format!("no bridge status at {address} (start the bridge with --status-address or StatusAddress:)")
+    })?;
+    s.write_all(
+        format!("GET /status HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await?;
+    let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    if json {
+        println!("{body}");
+        return Ok(());
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(body).context("the status answer is not JSON")?;
+    println!(
+        "{:<46} {:<7} {:<8} {:<42} {:>8} {:>6} {:>7} {:>6}",
+        "ENDPOINT", "SIDE", "MODE", "TARGET", "SESSIONS", "ACTIVE", "CALLS", "ERRORS"
+    );
+    for r in v["endpoints"].as_array().into_iter().flatten() {
+        println!(
+            "{:<46} {:<7} {:<8} {:<42} {:>8} {:>6} {:>7} {:>6}",
+            r["endpoint"].as_str().unwrap_or(""),
+            r["side"].as_str().unwrap_or(""),
+            r["mode"].as_str().unwrap_or(""),
+            r["target"].as_str().unwrap_or(""),
+            r["sessions"].as_u64().unwrap_or(0),
+            r["active"].as_u64().unwrap_or(0),
+            r["calls"].as_u64().unwrap_or(0),
+            r["errors"].as_u64().unwrap_or(0)
+        );
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -677,8 +771,13 @@ fn unreachable_udp() -> Result<()> {
 }
 
 pub async fn run(mut a: BridgeArgs) -> Result<()> {
+    if let Some(BridgeCmd::Status { address, json }) = &a.cmd {
+        return status(address, *json).await;
+    }
+    let mut status_from_file = None;
     if let Some(path) = a.config.clone() {
         let f = crate::bridge_config::BridgeFile::load(&path)?;
+        status_from_file = f.status_address.clone();
         // Command-line flags override the file.
         a.connection_string = a
             .connection_string
@@ -707,6 +806,7 @@ pub async fn run(mut a: BridgeArgs) -> Result<()> {
         && a.http.is_empty()
         && a.wcf.is_empty()
         && a.wcf_local.is_empty()
+        && a.config.is_none()
     {
         bail!("nothing to forward: give -L [bind:]port[/name]:relay, -T relay:[name/][host:]port, -H relay:http/[host:]port, --wcf NAME=net.tcp://host:port/path or --wcf-local [addr:]port/path=NAME");
     }
@@ -777,54 +877,32 @@ pub async fn run(mut a: BridgeArgs) -> Result<()> {
             Err(anyhow!("HTTP listener for '{relay}' stopped: {err}"))
         });
     }
-    let mut local_wcf: std::collections::BTreeMap<
-        String,
-        std::collections::HashMap<String, String>,
-    > = Default::default();
-    for spec in &a.wcf_local {
-        let l = crate::wcf::parse_local(spec, a.gateway_ports)?;
-        let routes = local_wcf.entry(l.listen.clone()).or_default();
-        if let Some(prev) = routes.insert(l.path.clone(), l.hyco.clone()) {
-            bail!(
-                "--wcf-local: {}{} is given twice ('{prev}' and '{}')",
-                l.listen,
-                l.path,
-                l.hyco
-            );
-        }
+    // WCF endpoints: command line plus the file's WcfEndpoints, re-applied on change.
+    let file_wcf = match &a.config {
+        Some(p) => crate::bridge_config::BridgeFile::load(p)?.wcf_endpoints,
+        None => Vec::new(),
+    };
+    let specs = crate::wcf::collect_specs(&a.wcf, &a.wcf_local, &file_wcf, a.gateway_ports)?;
+    let mgr = Arc::new(tokio::sync::Mutex::new(crate::wcf::Manager::new(
+        ep.clone(),
+        Duration::from_secs(a.keep_alive.max(1)),
+    )));
+    mgr.lock().await.apply(&specs).await?;
+    // The WCF endpoints run in tasks of their own: keep the bridge up while they exist.
+    tasks.spawn(async move {
+        std::future::pending::<()>().await;
+        Ok(())
+    });
+    let status_addr = a.status_address.clone().or(status_from_file);
+    if let Some(addr) = status_addr {
+        tasks.spawn(crate::wcf::serve_status(addr, mgr.clone()));
     }
-    for (listen, routes) in local_wcf {
-        tasks.spawn(crate::wcf::run_local(ep.clone(), listen, routes));
-    }
-    for spec in &a.wcf {
-        let svc = Arc::new(crate::wcf::parse_service(spec)?);
-        tracing::info!(
-            "WCF service: hybrid connection '{}' → {}",
-            svc.hyco,
-            svc.address
-        );
-        let stats = Arc::new(crate::wcf::EndpointStats::default());
-        let gateway = crate::wcf::SoapGateway::new(svc.clone(), stats.clone());
-        let handler: hyrelay_client::RequestHandler =
-            Arc::new(move |req| Box::pin(gateway.clone().handle(req)));
-        let listener = Listener::new(
-            (*ep).clone(),
-            &svc.hyco,
-            ListenerOptions {
-                keep_alive: Duration::from_secs(a.keep_alive.max(1)),
-                ..Default::default()
-            },
-        )
-        .with_requests(handler);
-        let ep2 = ep.clone();
+    if let Some(path) = a.config.clone() {
+        let (cli_wcf, cli_local, gw) = (a.wcf.clone(), a.wcf_local.clone(), a.gateway_ports);
+        let mgr = mgr.clone();
         tasks.spawn(async move {
-            let relay = svc.hyco.clone();
-            let err = listener
-                .run(move |req| {
-                    crate::wcf::serve_accept(ep2.clone(), svc.clone(), stats.clone(), req)
-                })
-                .await;
-            Err(anyhow!("WCF listener for '{relay}' stopped: {err}"))
+            watch_config(path, mgr, cli_wcf, cli_local, gw).await;
+            Ok(())
         });
     }
     println!("hyrelay bridge ready");

@@ -87,9 +87,32 @@ pub struct RemoteForward {
     pub bindings: Vec<RemoteBinding>,
 }
 
+/// hyrelay extension: one WCF endpoint of the WCF bridge.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct WcfEndpoint {
+    /// The hybrid connection.
+    pub relay_name: String,
+    /// The net.tcp service: exposed as `RelayName` (no `Local`), or reached directly by a
+    /// `Local` endpoint in `Mode: direct`.
+    pub service: Option<String>,
+    /// A local net.tcp address for legacy clients (`net.tcp://127.0.0.1:9000/CreditCheck`).
+    pub local: Option<String>,
+    /// `relayed` (default) or `direct` (a `Local` endpoint proxies straight to `Service`).
+    pub mode: Option<String>,
+    /// Restrict the HTTP SOAP front of a `Service` endpoint to SOAP `1.1` or `1.2`
+    /// (default: both).
+    pub soap: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "PascalCase")]
 pub struct BridgeFile {
+    /// hyrelay extension: the WCF bridge's endpoints.
+    #[serde(default)]
+    pub wcf_endpoints: Vec<WcfEndpoint>,
+    /// hyrelay extension: where `hyrelay bridge status` asks (HTTP, JSON).
+    pub status_address: Option<String>,
     pub azure_relay_connection_string: Option<String>,
     pub azure_relay_endpoint: Option<String>,
     pub azure_relay_shared_access_key_name: Option<String>,

@@ -257,21 +257,41 @@ pub async fn serve_accept(
     }
 }
 
-/// Run the local net.tcp endpoints of `--wcf-local` on one listen address.
-pub async fn run_local(
-    ep: Arc<RelayEndpoint>,
-    listen: String,
-    routes: HashMap<String, String>,
-) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("--wcf-local: cannot listen on {listen}"))?;
-    for (path, hyco) in &routes {
-        tracing::info!("WCF clients at net.tcp://{listen}{path} → hybrid connection '{hyco}'");
+/// Where a local endpoint's sessions go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Through the relay to the hybrid connection.
+    Relayed { hyco: String },
+    /// Straight to the on-premises service (before migration), Via and To rewritten.
+    Direct { service: Arc<WcfService> },
+}
+
+impl PartialEq for WcfService {
+    fn eq(&self, o: &Self) -> bool {
+        self.hyco == o.hyco && self.address == o.address
     }
-    let routes = Arc::new(routes);
+}
+impl Eq for WcfService {}
+
+/// Routes of one local listen address: Via path → (route, counters).
+pub type Routes = Arc<std::sync::RwLock<HashMap<String, (Route, Arc<EndpointStats>)>>>;
+
+/// Accept legacy WCF clients on `listener` and send each session where its Via path's
+/// current route says. The table can change while sessions run; live sessions keep going.
+pub async fn run_local(ep: Arc<RelayEndpoint>, listener: tokio::net::TcpListener, routes: Routes) {
+    let listen = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     loop {
-        let (s, peer) = listener.accept().await?;
+        let (s, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(local = %listen, "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let _ = s.set_nodelay(true);
         let ep = ep.clone();
         let routes = routes.clone();
@@ -284,11 +304,7 @@ pub async fn run_local(
     }
 }
 
-async fn local_session(
-    ep: Arc<RelayEndpoint>,
-    routes: Arc<HashMap<String, String>>,
-    mut s: TcpStream,
-) -> Result<()> {
+async fn local_session(ep: Arc<RelayEndpoint>, routes: Routes, mut s: TcpStream) -> Result<()> {
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
     let (via, _mode) = loop {
@@ -311,7 +327,8 @@ async fn local_session(
         }
     };
     let path = via_path(&via);
-    let Some(hyco) = routes.get(&path) else {
+    let found = routes.read().ok().and_then(|r| r.get(&path).cloned());
+    let Some((route, stats)) = found else {
         // What a .NET service does for a Via it does not host.
         let _ = s
             .write_all(&fault_record(FaultCode::EndpointNotFound))
@@ -326,10 +343,34 @@ async fn local_session(
             }
         })
         .await;
-        let known: Vec<&String> = routes.keys().collect();
+        let known: Vec<String> = routes
+            .read()
+            .map(|r| r.keys().cloned().collect())
+            .unwrap_or_default();
         bail!("no endpoint for Via {via} (path {path}; this address serves {known:?}): sent EndpointNotFound");
     };
-    let mut c = match connect(&ep, hyco, &[]).await {
+    stats.sessions.fetch_add(1, Ordering::Relaxed);
+    stats.active.fetch_add(1, Ordering::Relaxed);
+    let res = match route {
+        Route::Relayed { hyco } => relayed_session(&ep, &hyco, &via, head, s, &stats).await,
+        Route::Direct { service } => direct_session(&service, head, s, &stats).await,
+    };
+    stats.active.fetch_sub(1, Ordering::Relaxed);
+    if res.is_err() {
+        stats.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    res
+}
+
+async fn relayed_session(
+    ep: &RelayEndpoint,
+    hyco: &str,
+    via: &str,
+    head: Vec<u8>,
+    mut s: TcpStream,
+    stats: &Arc<EndpointStats>,
+) -> Result<()> {
+    let mut c = match connect(ep, hyco, &[]).await {
         Ok(c) => c,
         Err(e) => {
             let _ = s
@@ -340,8 +381,470 @@ async fn local_session(
     };
     c.send(&head).await?;
     tracing::debug!(%via, %hyco, "client session relayed");
-    pipe_socket(c, s).await?;
+    let counting = Counting::new(s, head, stats.clone());
+    pipe_socket(c, counting).await?;
     Ok(())
+}
+
+/// `Mode: direct`: the bridge proxies to the on-premises service itself.
+async fn direct_session(
+    svc: &WcfService,
+    head: Vec<u8>,
+    mut s: TcpStream,
+    stats: &Arc<EndpointStats>,
+) -> Result<()> {
+    let mut inbound = Inbound::new(InboundConfig::new(&svc.address));
+    let mut pending = head;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if let Err(e) = inbound.feed(&pending) {
+            if let Some(f) = e.fault() {
+                let _ = s.write_all(&fault_record(f)).await;
+            }
+            bail!("refused: {e}");
+        }
+        pending.clear();
+        if inbound.preamble().is_some() {
+            break;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+            .await
+            .context("no net.tcp preamble within 30 s")??;
+        if n == 0 {
+            bail!("client closed before its preamble was complete");
+        }
+        pending.extend_from_slice(&buf[..n]);
+    }
+    let t = match TcpStream::connect(&svc.dial).await {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = s
+                .write_all(&fault_record(FaultCode::EndpointUnavailable))
+                .await;
+            bail!("the service at {} is not reachable: {e}", svc.address);
+        }
+    };
+    let _ = t.set_nodelay(true);
+    let mut w = Rewriting {
+        inner: t,
+        inbound,
+        pending: Vec::new(),
+        sent: 0,
+        stats: stats.clone(),
+        name: Arc::from(svc.address.as_str()),
+        counted: 0,
+    };
+    let first = w.inbound.take_output();
+    w.inner.write_all(&first).await?;
+    tokio::io::copy_bidirectional(&mut s, &mut w).await?;
+    Ok(())
+}
+
+/// Counts the client's messages (SizedEnvelope / UnsizedEnvelope records) as they pass.
+struct Counting {
+    inner: TcpStream,
+    dec: hyrelay_nmf::Decoder,
+    stats: Arc<EndpointStats>,
+    broken: bool,
+}
+
+impl Counting {
+    fn new(inner: TcpStream, head: Vec<u8>, stats: Arc<EndpointStats>) -> Self {
+        let mut dec = hyrelay_nmf::Decoder::new(hyrelay_nmf::Limits {
+            max_message_size: 64 << 20,
+            ..Default::default()
+        });
+        dec.feed(&head);
+        let mut me = Counting {
+            inner,
+            dec,
+            stats,
+            broken: false,
+        };
+        me.count();
+        me
+    }
+    fn count(&mut self) {
+        if self.broken {
+            return;
+        }
+        loop {
+            match self.dec.next_record() {
+                Ok(Some(hyrelay_nmf::Record::SizedEnvelope(_)))
+                | Ok(Some(hyrelay_nmf::Record::UnsizedEnvelopeEnd)) => {
+                    self.stats.messages.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return,
+                Err(_) => {
+                    // Counting stops; the bytes still flow (the service side judges them).
+                    self.broken = true;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for Counting {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        let this = &mut *self;
+        if !this.broken {
+            this.dec.feed(&buf.filled()[before..]);
+            this.count();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Counting {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl std::os::fd::AsRawFd for Counting {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.inner.as_raw_fd()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The endpoint set: from --wcf/--wcf-local and the file's WcfEndpoints, applied and
+// re-applied (file change, SIGHUP) without touching endpoints that did not change.
+
+/// One endpoint as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointSpec {
+    /// Expose a net.tcp service as a hybrid connection (service side).
+    Service {
+        svc: WcfService,
+        soap: Option<hyrelay_wcf::soap::SoapVersion>,
+    },
+    /// A local net.tcp endpoint for legacy clients (client side).
+    Local {
+        listen: String,
+        path: String,
+        route: Route,
+    },
+}
+
+fn net_tcp_hostport(addr: &str, what: &str) -> Result<(String, String)> {
+    let rest = addr
+        .strip_prefix("net.tcp://")
+        .with_context(|| format!("{what} {addr:?} must start with net.tcp://"))?;
+    let (hp, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    Ok((hp.to_owned(), path.to_owned()))
+}
+
+/// The endpoints of the command line and the file's `WcfEndpoints`.
+pub fn collect_specs(
+    cli_wcf: &[String],
+    cli_local: &[String],
+    file: &[crate::bridge_config::WcfEndpoint],
+    gateway: bool,
+) -> Result<Vec<EndpointSpec>> {
+    let mut out = Vec::new();
+    for w in cli_wcf {
+        out.push(EndpointSpec::Service {
+            svc: parse_service(w)?,
+            soap: None,
+        });
+    }
+    for l in cli_local {
+        let l = parse_local(l, gateway)?;
+        out.push(EndpointSpec::Local {
+            listen: l.listen,
+            path: l.path,
+            route: Route::Relayed { hyco: l.hyco },
+        });
+    }
+    for (i, e) in file.iter().enumerate() {
+        let at = format!("WcfEndpoints[{i}] ({})", e.relay_name);
+        let direct = match e.mode.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("relayed") => false,
+            Some("direct") => true,
+            Some(other) => bail!("{at}: Mode must be relayed or direct, not {other:?}"),
+        };
+        let soap = match e.soap.as_deref() {
+            None => None,
+            Some("1.1") => Some(hyrelay_wcf::soap::SoapVersion::Soap11),
+            Some("1.2") => Some(hyrelay_wcf::soap::SoapVersion::Soap12),
+            Some(other) => bail!("{at}: Soap must be 1.1 or 1.2, not {other:?}"),
+        };
+        match (&e.local, &e.service) {
+            (None, Some(service)) => {
+                if direct {
+                    bail!("{at}: Mode: direct needs a Local address (the service side is always relayed)");
+                }
+                out.push(EndpointSpec::Service {
+                    svc: parse_service(&format!("{}={service}", e.relay_name))?,
+                    soap,
+                });
+            }
+            (Some(local), service) => {
+                let (hp, path) = net_tcp_hostport(local, "Local")?;
+                let listen = if hp.parse::<u16>().is_ok() {
+                    format!("{}:{hp}", if gateway { "0.0.0.0" } else { "127.0.0.1" })
+                } else {
+                    hp
+                };
+                let route = if direct {
+                    let service = service.as_deref().with_context(|| {
+                        format!("{at}: Mode: direct needs the Service address to reach")
+                    })?;
+                    Route::Direct {
+                        service: Arc::new(parse_service(&format!("{}={service}", e.relay_name))?),
+                    }
+                } else {
+                    Route::Relayed {
+                        hyco: e.relay_name.clone(),
+                    }
+                };
+                out.push(EndpointSpec::Local {
+                    listen,
+                    path: via_path(&format!("net.tcp://x{path}")),
+                    route,
+                });
+            }
+            (None, None) => {
+                bail!("{at}: give Service (expose a service) or Local (an endpoint for clients)")
+            }
+        }
+    }
+    Ok(out)
+}
+
+struct ServiceRun {
+    task: tokio::task::JoinHandle<()>,
+    stats: Arc<EndpointStats>,
+}
+
+struct LocalRun {
+    task: tokio::task::JoinHandle<()>,
+    routes: Routes,
+}
+
+/// The running endpoints.
+pub struct Manager {
+    ep: Arc<RelayEndpoint>,
+    keep_alive: Duration,
+    services: HashMap<(String, String, Option<hyrelay_wcf::soap::SoapVersion>), ServiceRun>,
+    locals: HashMap<String, LocalRun>,
+}
+
+impl Manager {
+    pub fn new(ep: Arc<RelayEndpoint>, keep_alive: Duration) -> Self {
+        Manager {
+            ep,
+            keep_alive,
+            services: HashMap::new(),
+            locals: HashMap::new(),
+        }
+    }
+
+    /// Make the running endpoints match `specs`. Endpoints that did not change keep their
+    /// listeners and sessions; removed ones stop taking new sessions (live ones finish).
+    pub async fn apply(&mut self, specs: &[EndpointSpec]) -> Result<()> {
+        // Check and bind everything new first, so a bad change leaves the old set running.
+        let mut want_local: HashMap<String, HashMap<String, Route>> = HashMap::new();
+        let mut want_svc = Vec::new();
+        for s in specs {
+            match s {
+                EndpointSpec::Service { svc, soap } => want_svc.push((svc.clone(), *soap)),
+                EndpointSpec::Local {
+                    listen,
+                    path,
+                    route,
+                } => {
+                    if want_local
+                        .entry(listen.clone())
+                        .or_default()
+                        .insert(path.clone(), route.clone())
+                        .is_some()
+                    {
+                        bail!("the local endpoint net.tcp://{listen}{path} is given twice");
+                    }
+                }
+            }
+        }
+        let mut new_listeners = HashMap::new();
+        for listen in want_local.keys() {
+            if !self.locals.contains_key(listen) {
+                let l = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen} for WCF clients"))?;
+                new_listeners.insert(listen.clone(), l);
+            }
+        }
+        // Service side.
+        let keys: Vec<_> = want_svc
+            .iter()
+            .map(|(s, soap)| (s.hyco.clone(), s.address.clone(), *soap))
+            .collect();
+        self.services.retain(|k, run| {
+            let keep = keys.contains(k);
+            if !keep {
+                tracing::info!("WCF service endpoint '{}' → {} removed", k.0, k.1);
+                run.task.abort();
+            }
+            keep
+        });
+        for (svc, soap) in want_svc {
+            let key = (svc.hyco.clone(), svc.address.clone(), soap);
+            if self.services.contains_key(&key) {
+                continue;
+            }
+            tracing::info!(
+                "WCF service: hybrid connection '{}' → {}",
+                svc.hyco,
+                svc.address
+            );
+            let svc = Arc::new(svc);
+            let stats = Arc::new(EndpointStats::default());
+            let gateway = SoapGateway::new(svc.clone(), stats.clone(), soap);
+            let handler: hyrelay_client::RequestHandler =
+                Arc::new(move |req| Box::pin(gateway.clone().handle(req)));
+            let listener = hyrelay_client::Listener::new(
+                (*self.ep).clone(),
+                &svc.hyco,
+                hyrelay_client::ListenerOptions {
+                    keep_alive: self.keep_alive,
+                    ..Default::default()
+                },
+            )
+            .with_requests(handler);
+            let ep = self.ep.clone();
+            let (svc2, stats2) = (svc.clone(), stats.clone());
+            let task = tokio::spawn(async move {
+                let err = listener
+                    .run(move |req| serve_accept(ep.clone(), svc2.clone(), stats2.clone(), req))
+                    .await;
+                tracing::error!("WCF listener for '{}' stopped: {err}", svc.hyco);
+            });
+            self.services.insert(key, ServiceRun { task, stats });
+        }
+        // Client side.
+        self.locals.retain(|listen, run| {
+            let keep = want_local.contains_key(listen);
+            if !keep {
+                tracing::info!("WCF client endpoints on {listen} removed");
+                run.task.abort();
+            }
+            keep
+        });
+        for (listen, paths) in want_local {
+            let routes: Routes = match self.locals.get(&listen) {
+                Some(run) => run.routes.clone(),
+                None => {
+                    let routes: Routes = Default::default();
+                    let l = new_listeners
+                        .remove(&listen)
+                        .context("internal: listener not bound")?;
+                    let task = tokio::spawn(run_local(self.ep.clone(), l, routes.clone()));
+                    self.locals.insert(
+                        listen.clone(),
+                        LocalRun {
+                            task,
+                            routes: routes.clone(),
+                        },
+                    );
+                    routes
+                }
+            };
+            let mut table = routes
+                .write()
+                .map_err(|_| anyhow!("route table poisoned"))?;
+            table.retain(|p, _| paths.contains_key(p));
+            for (path, route) in paths {
+                let same = table.get(&path).is_some_and(|(r, _)| *r == route);
+                if !same {
+                    let what = match &route {
+                        Route::Relayed { hyco } => format!("hybrid connection '{hyco}' (relayed)"),
+                        Route::Direct { service } => format!("{} (direct)", service.address),
+                    };
+                    tracing::info!("WCF clients at net.tcp://{listen}{path} → {what}");
+                    table.insert(path, (route, Arc::new(EndpointStats::default())));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Status of every endpoint as JSON.
+    pub fn status(&self) -> serde_json::Value {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut rows = Vec::new();
+        for ((hyco, address, _), run) in &self.services {
+            rows.push(serde_json::json!({
+                "endpoint": hyco, "side": "service", "mode": "relayed", "target": address,
+                "sessions": n(&run.stats.sessions), "active": n(&run.stats.active),
+                "calls": n(&run.stats.messages), "errors": n(&run.stats.errors),
+            }));
+        }
+        for (listen, run) in &self.locals {
+            if let Ok(t) = run.routes.read() {
+                for (path, (route, st)) in t.iter() {
+                    let (mode, target) = match route {
+                        Route::Relayed { hyco } => ("relayed", hyco.clone()),
+                        Route::Direct { service } => ("direct", service.address.clone()),
+                    };
+                    rows.push(serde_json::json!({
+                        "endpoint": format!("net.tcp://{listen}{path}"), "side": "client", "mode": mode, "target": target,
+                        "sessions": n(&st.sessions), "active": n(&st.active),
+                        "calls": n(&st.messages), "errors": n(&st.errors),
+                    }));
+                }
+            }
+        }
+        rows.sort_by_key(|r| r["endpoint"].as_str().unwrap_or("").to_owned());
+        serde_json::json!({ "endpoints": rows })
+    }
+}
+
+/// Serve `GET /status` (JSON) on `addr` for `hyrelay bridge status`.
+pub async fn serve_status(addr: String, mgr: Arc<tokio::sync::Mutex<Manager>>) -> Result<()> {
+    let l = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on the status address {addr}"))?;
+    tracing::info!("bridge status at http://{addr}/status");
+    loop {
+        let (mut s, _) = l.accept().await?;
+        let mgr = mgr.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+            let body = mgr.lock().await.status().to_string();
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+            let _ = s.shutdown().await;
+        });
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -455,6 +958,7 @@ pub struct SoapGateway {
     stats: Arc<EndpointStats>,
     idle: tokio::sync::Mutex<Vec<NetTcpSession>>,
     timeout: Duration,
+    only: Option<hyrelay_wcf::soap::SoapVersion>,
 }
 
 fn soap_response(status: u16, ct: &str, body: String) -> hyrelay_client::HttpResponse {
@@ -471,12 +975,17 @@ fn plain(status: u16, msg: String) -> hyrelay_client::HttpResponse {
 }
 
 impl SoapGateway {
-    pub fn new(svc: Arc<WcfService>, stats: Arc<EndpointStats>) -> Arc<Self> {
+    pub fn new(
+        svc: Arc<WcfService>,
+        stats: Arc<EndpointStats>,
+        only: Option<hyrelay_wcf::soap::SoapVersion>,
+    ) -> Arc<Self> {
         Arc::new(SoapGateway {
             svc,
             stats,
             idle: tokio::sync::Mutex::new(Vec::new()),
             timeout: Duration::from_secs(60),
+            only,
         })
     }
 
@@ -523,6 +1032,18 @@ impl SoapGateway {
                 return plain(status, format!("hyrelay bridge: {e}"));
             }
         };
+        if self.only.is_some_and(|v| v != conv.version) {
+            return plain(
+                415,
+                format!(
+                    "hyrelay bridge: '{name}' takes {} only (Soap: in the bridge configuration)",
+                    match conv.version {
+                        hyrelay_wcf::soap::SoapVersion::Soap11 => "SOAP 1.2",
+                        hyrelay_wcf::soap::SoapVersion::Soap12 => "SOAP 1.1",
+                    }
+                ),
+            );
+        }
         self.stats.messages.fetch_add(1, Ordering::Relaxed);
         let session = self.idle.lock().await.pop();
         let mut session = match session {
