@@ -87,8 +87,10 @@ before(async () => {
 });
 
 after(async () => {
-  for (const c of children) if (c.exitCode === null) { c.kill('SIGTERM'); }
-  await sleep(200);
+  // Mono may linger on SIGTERM: SIGKILL what has not gone after a moment.
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
+  await sleep(500);
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   if (relay) await relay.stop();
 });
 

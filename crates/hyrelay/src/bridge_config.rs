@@ -101,8 +101,30 @@ pub struct WcfEndpoint {
     /// `relayed` (default) or `direct` (a `Local` endpoint proxies straight to `Service`).
     pub mode: Option<String>,
     /// Restrict the HTTP SOAP front of a `Service` endpoint to SOAP `1.1` or `1.2`
-    /// (default: both).
-    pub soap: Option<String>,
+    /// (default: both). YAML reads an unquoted 1.1 as a number; both forms are taken.
+    pub soap: Option<SoapValue>,
+}
+
+/// `Soap: 1.1` (a YAML number) or `Soap: "1.1"`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum SoapValue {
+    /// 1.1
+    Number(f64),
+    /// "1.1"
+    Text(String),
+}
+
+impl Eq for SoapValue {}
+
+impl SoapValue {
+    /// The version as text.
+    pub fn text(&self) -> String {
+        match self {
+            SoapValue::Number(n) => format!("{n:.1}"),
+            SoapValue::Text(s) => s.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -288,6 +310,65 @@ impl BridgeFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fixture(rel: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/config")
+            .join(rel)
+    }
+
+    #[test]
+    fn wcf_endpoints_fixture() {
+        let f = BridgeFile::load(&fixture("valid/bridge-wcf.yml")).unwrap();
+        assert_eq!(f.status_address.as_deref(), Some("127.0.0.1:9899"));
+        let specs = crate::wcf::collect_specs(&[], &[], &f.wcf_endpoints, false).unwrap();
+        assert_eq!(specs.len(), 3);
+        let modes: Vec<String> = specs
+            .iter()
+            .map(|s| match s {
+                crate::wcf::EndpointSpec::Local {
+                    listen,
+                    path,
+                    route,
+                } => format!(
+                    "{listen}{path} {}",
+                    match route {
+                        crate::wcf::Route::Relayed { hyco } => format!("relayed {hyco}"),
+                        crate::wcf::Route::Direct { service } =>
+                            format!("direct {}", service.address),
+                    }
+                ),
+                crate::wcf::EndpointSpec::Service { svc, soap } => {
+                    format!("service {} {} {soap:?}", svc.hyco, svc.dial)
+                }
+            })
+            .collect();
+        assert_eq!(
+            modes,
+            [
+                "127.0.0.1:9000/creditcheck relayed credit-check",
+                "127.0.0.1:9000/statements direct net.tcp://creditsrv:8001/Statements",
+                "service credit-check creditsrv:8000 Some(Soap11)",
+            ]
+        );
+    }
+
+    #[test]
+    fn wcf_endpoints_invalid_fixtures_say_why() {
+        let err = |name: &str| -> String {
+            match BridgeFile::load(&fixture(name)) {
+                Err(e) => format!("{e:#}"),
+                Ok(f) => match crate::wcf::collect_specs(&[], &[], &f.wcf_endpoints, false) {
+                    Err(e) => format!("{e:#}"),
+                    Ok(_) => panic!("{name} was accepted"),
+                },
+            }
+        };
+        assert!(err("invalid/bridge-wcf-bad-mode.yml").contains("Mode must be relayed or direct"));
+        assert!(err("invalid/bridge-wcf-unknown-key.yml").contains("Locl"));
+        assert!(err("invalid/bridge-wcf-direct-without-service.yml")
+            .contains("needs the Service address"));
+    }
 
     #[test]
     fn azbridge_yaml() {

@@ -588,7 +588,7 @@ pub fn collect_specs(
             Some("direct") => true,
             Some(other) => bail!("{at}: Mode must be relayed or direct, not {other:?}"),
         };
-        let soap = match e.soap.as_deref() {
+        let soap = match e.soap.as_ref().map(|v| v.text()).as_deref() {
             None => None,
             Some("1.1") => Some(hyrelay_wcf::soap::SoapVersion::Soap11),
             Some("1.2") => Some(hyrelay_wcf::soap::SoapVersion::Soap12),
