@@ -296,6 +296,39 @@ test('-f azbridge YAML: several forwards (local and remote) in one process', { t
   assert.match(err, /LocalForwards/);
 });
 
+test('-f: each forward may carry its own ConnectionString (least privilege: Listen for -T, Send for -L)', { timeout: 30000 }, async () => {
+  relay.createHyco('own');
+  relay.cli('policy', 'create', 'own-listen', '--rights', 'listen', '--hyco', 'own');
+  relay.cli('policy', 'create', 'own-send', '--rights', 'send', '--hyco', 'own');
+  const cs = (p) => relay.cli('connection-string', '--policy', p, '--hyco', 'own').trim();
+  const lp = await freePort();
+  const cfg = path.join(tmp, 'own.yml');
+  fs.writeFileSync(cfg, [
+    'LocalForward:',
+    '  - RelayName: own',
+    `    ConnectionString: "${cs('own-send')}"`,
+    `    BindPort: ${lp}`,
+    '    PortName: svc',
+    'RemoteForward:',
+    '  - RelayName: own',
+    `    ConnectionString: "${cs('own-listen')}"`,
+    '    PortName: svc',
+    '    Host: 127.0.0.1',
+    `    HostPort: ${echoPort}`,
+  ].join('\n') + '\n');
+  const c = spawn(BIN, ['bridge', '-f', cfg], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HYRELAY_LOG: 'info' } });
+  children.push(c);
+  let err = '';
+  c.stderr.on('data', (d) => { err += d; });
+  await new Promise((resolve, reject) => {
+    c.stdout.on('data', (d) => { if (String(d).includes('hyrelay bridge ready')) resolve(); });
+    c.on('exit', (code) => reject(new Error(`bridge exited ${code}: ${err}`)));
+  });
+  const got = await waitFor(() => transfer({ port: lp, host: '127.0.0.1' }, Buffer.from('own!')));
+  assert.match(got.toString(), /^own!\|4\|/);
+  c.kill('SIGTERM');
+});
+
 test('relay killed mid-transfer: the client side sees a reset, not a clean end', { timeout: 60000 }, async () => {
   // A relay of its own, so the other tests' relay is untouched.
   const r2 = await startRelay();

@@ -474,6 +474,49 @@ async fn proxy_http_inner(
     })
 }
 
+/// Forwards of the file that carry their own `ConnectionString` / `NoAuthentication`.
+#[derive(Default)]
+struct OwnCredentials {
+    local: Vec<(String, Option<String>, bool)>,
+    remote: Vec<(String, Option<String>, bool)>,
+    http: Vec<(String, Option<String>, bool)>,
+}
+
+impl OwnCredentials {
+    fn is_empty(&self) -> bool {
+        self.local.is_empty() && self.remote.is_empty() && self.http.is_empty()
+    }
+    fn first_cs(&self) -> Option<&str> {
+        self.local
+            .iter()
+            .chain(&self.remote)
+            .chain(&self.http)
+            .find_map(|(_, cs, _)| cs.as_deref())
+    }
+}
+
+/// The endpoint of one forward: its own connection string, else the bridge's; with
+/// `no_auth` no token is sent (a hybrid connection created with client authorization off).
+fn own_endpoint(a: &BridgeArgs, cs: Option<&str>, no_auth: bool) -> Result<RelayEndpoint> {
+    let tls = hyrelay_net::tls::client_config(&a.ca.iter().cloned().collect::<Vec<_>>(), false)?;
+    let base = match cs {
+        Some(cs) => RelayEndpoint::from_connection_string(cs, tls.clone())?,
+        None => endpoint(a)?,
+    };
+    if !no_auth {
+        return Ok(base);
+    }
+    tracing::info!(
+        "a forward connects to {} without a token (NoAuthentication)",
+        base.addr()
+    );
+    Ok(RelayEndpoint::new(
+        &format!("sb://{}/", base.addr()),
+        TokenSource::None,
+        tls,
+    )?)
+}
+
 fn endpoint(a: &BridgeArgs) -> Result<RelayEndpoint> {
     let tls = hyrelay_net::tls::client_config(&a.ca.iter().cloned().collect::<Vec<_>>(), false)?;
     if let Some(cs) = &a.connection_string {
@@ -775,6 +818,7 @@ pub async fn run(mut a: BridgeArgs) -> Result<()> {
         return status(address, *json).await;
     }
     let mut status_from_file = None;
+    let mut own = OwnCredentials::default();
     if let Some(path) = a.config.clone() {
         let f = crate::bridge_config::BridgeFile::load(&path)?;
         status_from_file = f.status_address.clone();
@@ -793,37 +837,101 @@ pub async fn run(mut a: BridgeArgs) -> Result<()> {
             a.keep_alive = k;
         }
         for s in f.specs()? {
+            use crate::bridge_config::Spec;
             match s {
-                crate::bridge_config::Spec::Local { spec, connection_string, .. } if connection_string.is_none() => a.local.push(spec),
-                crate::bridge_config::Spec::Remote { spec, connection_string } if connection_string.is_none() => a.remote.push(spec),
-                crate::bridge_config::Spec::Http { spec, connection_string } if connection_string.is_none() => a.http.push(spec),
-                other => bail!("{}: per-forward ConnectionString is not supported yet; put it at the top level ({other:?})", path.display()),
+                Spec::Local {
+                    spec,
+                    connection_string: None,
+                    no_auth: false,
+                } => a.local.push(spec),
+                Spec::Remote {
+                    spec,
+                    connection_string: None,
+                } => a.remote.push(spec),
+                Spec::Http {
+                    spec,
+                    connection_string: None,
+                } => a.http.push(spec),
+                // A forward with its own ConnectionString (or NoAuthentication) gets its
+                // own relay endpoint and credentials.
+                Spec::Local {
+                    spec,
+                    connection_string,
+                    no_auth,
+                } => own.local.push((spec, connection_string, no_auth)),
+                Spec::Remote {
+                    spec,
+                    connection_string,
+                } => own.remote.push((spec, connection_string, false)),
+                Spec::Http {
+                    spec,
+                    connection_string,
+                } => own.http.push((spec, connection_string, false)),
             }
         }
     }
     if a.local.is_empty()
         && a.remote.is_empty()
         && a.http.is_empty()
+        && own.is_empty()
         && a.wcf.is_empty()
         && a.wcf_local.is_empty()
         && a.config.is_none()
     {
         bail!("nothing to forward: give -L [bind:]port[/name]:relay, -T relay:[name/][host:]port, -H relay:http/[host:]port, --wcf NAME=net.tcp://host:port/path or --wcf-local [addr:]port/path=NAME");
     }
-    let ep = Arc::new(endpoint(&a)?);
+    let has_default = a.connection_string.is_some() || a.endpoint.is_some();
+    let ep = Arc::new(if has_default || own.is_empty() {
+        endpoint(&a)?
+    } else {
+        // Every forward has its own credentials: the first one stands in as the default.
+        own_endpoint(&a, own.first_cs(), false)?
+    });
+    let with_ep =
+        |list: &[(String, Option<String>, bool)]| -> Result<Vec<(String, Arc<RelayEndpoint>)>> {
+            list.iter()
+                .map(|(spec, cs, no_auth)| {
+                    Ok((
+                        spec.clone(),
+                        Arc::new(
+                            own_endpoint(&a, cs.as_deref(), *no_auth)
+                                .with_context(|| format!("forward {spec}"))?,
+                        ),
+                    ))
+                })
+                .collect()
+        };
+    let locals: Vec<(String, Arc<RelayEndpoint>)> = a
+        .local
+        .iter()
+        .map(|s| (s.clone(), ep.clone()))
+        .chain(with_ep(&own.local)?)
+        .collect();
+    let remotes: Vec<(String, Arc<RelayEndpoint>)> = a
+        .remote
+        .iter()
+        .map(|s| (s.clone(), ep.clone()))
+        .chain(with_ep(&own.remote)?)
+        .collect();
+    let https: Vec<(String, Arc<RelayEndpoint>)> = a
+        .http
+        .iter()
+        .map(|s| (s.clone(), ep.clone()))
+        .chain(with_ep(&own.http)?)
+        .collect();
     let mut tasks = tokio::task::JoinSet::new();
-    for spec in &a.local {
+    for (spec, ep) in &locals {
         let (relay, bindings) = parse_local(spec, a.gateway_ports)?;
         for b in bindings {
             tasks.spawn(run_local(ep.clone(), relay.clone(), b));
         }
     }
-    for spec in &a.remote {
+    for (spec, ep) in &remotes {
         let (relay, targets) = parse_remote(spec)?;
         tracing::info!("remote forward: hybrid connection '{relay}' → {targets:?}");
         let targets = Arc::new(targets);
         let listener = Listener::new(
-            (*ep).clone(),
+            (**ep).clone(),
             &relay,
             ListenerOptions {
                 keep_alive: Duration::from_secs(a.keep_alive.max(1)),
@@ -839,7 +947,7 @@ pub async fn run(mut a: BridgeArgs) -> Result<()> {
             Err(anyhow!("listener for '{relay}' stopped: {err}"))
         });
     }
-    for spec in &a.http {
+    for (spec, ep) in &https {
         let (relay, target) = parse_http(spec)?;
         tracing::info!("remote HTTP forward: hybrid connection '{relay}' → {target:?}");
         let t = Arc::new(target);
@@ -849,7 +957,7 @@ pub async fn run(mut a: BridgeArgs) -> Result<()> {
         let handler: hyrelay_client::RequestHandler =
             Arc::new(move |req| Box::pin(proxy_http(t.clone(), r.clone(), tls.clone(), req)));
         let listener = Listener::new(
-            (*ep).clone(),
+            (**ep).clone(),
             &relay,
             ListenerOptions {
                 keep_alive: Duration::from_secs(a.keep_alive.max(1)),
