@@ -206,7 +206,7 @@ impl SasToken {
         for field in rest.trim().split('&') {
             let (k, v) = field
                 .split_once('=')
-                .ok_or_else(|| TokenError::Malformed(format!("field without '=' in token")))?;
+                .ok_or_else(|| TokenError::Malformed("field without '=' in token".to_string()))?;
             match k.to_ascii_lowercase().as_str() {
                 "sr" => sr = Some(v),
                 "sig" => sig = Some(v),

@@ -199,7 +199,7 @@ where
             continue;
         }
         let ok = lp == ln || (lp.starts_with(&ln) && lp.as_bytes().get(ln.len()) == Some(&b'/'));
-        if ok && best.map_or(true, |b| b.trim_matches('/').len() < ln.len()) {
+        if ok && best.is_none_or(|b| b.trim_matches('/').len() < ln.len()) {
             best = Some(n);
         }
     }

@@ -460,8 +460,8 @@ impl Relay {
             .into_iter()
             .filter(|h| {
                 let id = h.tracking_id.split('_').next().unwrap_or("");
-                allowed.map_or(true, |a| a.iter().any(|x| x.eq_ignore_ascii_case(id)))
-                    && disallowed.map_or(true, |d| !d.iter().any(|x| x.eq_ignore_ascii_case(id)))
+                allowed.is_none_or(|a| a.iter().any(|x| x.eq_ignore_ascii_case(id)))
+                    && disallowed.is_none_or(|d| !d.iter().any(|x| x.eq_ignore_ascii_case(id)))
             })
             .collect();
         let h = candidates.choose(&mut rand::thread_rng()).cloned();

@@ -86,6 +86,7 @@ fn is_ws_upgrade(req: &Request<Incoming>) -> bool {
         && header_str(h, "upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
 }
 
+#[allow(clippy::result_large_err)] // the error is the response to send
 fn ws_accept_key(req: &Request<Incoming>) -> Result<String, Response<Body>> {
     let h = req.headers();
     if header_str(h, "sec-websocket-version").map(str::trim) != Some("13") {

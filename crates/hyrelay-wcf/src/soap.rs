@@ -95,6 +95,9 @@ fn xmlns_of(e: &quick_xml::events::BytesStart<'_>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A header block being read: start offset, prefix, local name, its own xmlns.
+type HeaderStart = (usize, String, String, Vec<(String, String)>);
+
 fn parse_envelope(xml: &str, max_depth: usize) -> Result<Parsed, SoapError> {
     let mut r = quick_xml::Reader::from_str(xml);
     let mut depth = 0usize;
@@ -107,7 +110,7 @@ fn parse_envelope(xml: &str, max_depth: usize) -> Result<Parsed, SoapError> {
     };
     let mut in_header = false;
     let mut body_start = None;
-    let mut header_start: Option<(usize, String, String, Vec<(String, String)>)> = None;
+    let mut header_start: Option<HeaderStart> = None;
     let mut text = String::new();
     loop {
         let before = r.buffer_position() as usize;
@@ -168,10 +171,8 @@ fn parse_envelope(xml: &str, max_depth: usize) -> Result<Parsed, SoapError> {
                     p.headers.push((before..after, local, ns, String::new()));
                 }
             }
-            Event::Text(t) => {
-                if header_start.is_some() && depth == 3 {
-                    text.push_str(&t.unescape().map(|c| c.into_owned()).unwrap_or_default());
-                }
+            Event::Text(t) if header_start.is_some() && depth == 3 => {
+                text.push_str(&t.unescape().map(|c| c.into_owned()).unwrap_or_default());
             }
             Event::End(_) => {
                 if depth == 3 && in_header {

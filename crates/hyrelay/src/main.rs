@@ -54,6 +54,7 @@ pub struct Target {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 enum Cmd {
     /// Run a relay with the embedded default configuration: one namespace answering on every
     /// host name, the rule RootManageSharedAccessKey (Listen, Send, Manage), a self-signed

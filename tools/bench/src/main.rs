@@ -20,7 +20,7 @@ use hyrelay_net::ws::{client_handshake, server_handshake, FrameReader, FrameWrit
 use hyrelay_net::Stream;
 use hyrelay_ws::OpCode;
 use tokio::io::AsyncBufReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 #[derive(Parser, Clone)]
 #[command(about = "Relay vs direct loopback WebSocket benchmark")]
@@ -456,7 +456,7 @@ async fn main() -> Result<()> {
     let paths = hyrelay_net::tls::DevCertPaths::in_dir(&dir);
     let (certs, k) = hyrelay_net::tls::load_pem(&paths.cert, &paths.key)?;
     let server_tls = hyrelay_net::tls::server_config(certs, k)?;
-    let client_tls = hyrelay_net::tls::client_config(&[paths.ca.clone()], false)?;
+    let client_tls = hyrelay_net::tls::client_config(std::slice::from_ref(&paths.ca), false)?;
     let dl = TcpListener::bind("127.0.0.1:0").await?;
     let dtl = TcpListener::bind("127.0.0.1:0").await?;
     let env = Env {
