@@ -887,7 +887,8 @@ where
                 w.close(1000, "Shutdown").await?;
                 return Ok::<u64, ClientError>(n_total);
             }
-            w.frame(true, OpCode::Binary, &buf[..n]).await?;
+            w.frame_in_place(true, OpCode::Binary, &mut buf[..n])
+                .await?;
             n_total += n as u64;
         }
     };

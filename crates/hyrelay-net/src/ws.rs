@@ -241,6 +241,41 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         }
     }
 
+    /// Writes one frame whose payload the caller owns: it is masked in place (client role)
+    /// and goes out with its header in one vectored write, without being copied.
+    pub async fn frame_in_place(
+        &mut self,
+        fin: bool,
+        opcode: OpCode,
+        payload: &mut [u8],
+    ) -> io::Result<()> {
+        let mask = self.next_mask();
+        let h = FrameHeader {
+            fin,
+            opcode,
+            mask,
+            len: payload.len() as u64,
+        };
+        let mut hb = [0u8; MAX_HEADER_LEN];
+        let n = h.encode(&mut hb);
+        if let Some(m) = mask {
+            apply_mask(payload, m, 0);
+        }
+        let mut head: &[u8] = &hb[..n];
+        let mut body: &[u8] = payload;
+        while !head.is_empty() || !body.is_empty() {
+            let bufs = [io::IoSlice::new(head), io::IoSlice::new(body)];
+            let w = self.io.write_vectored(&bufs).await?;
+            if w == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            let from_head = w.min(head.len());
+            head = &head[from_head..];
+            body = &body[w - from_head..];
+        }
+        self.io.flush().await
+    }
+
     /// Sends a text frame.
     pub async fn text(&mut self, s: &str) -> io::Result<()> {
         self.frame(true, OpCode::Text, s.as_bytes()).await
