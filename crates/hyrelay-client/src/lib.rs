@@ -878,7 +878,7 @@ where
     let (sr_ref, sw_ref) = (&mut sr, &mut sw);
     let up = async move {
         let sr = sr_ref;
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; 256 * 1024];
         let mut n_total = 0u64;
         loop {
             let n = sr.read(&mut buf).await?;
@@ -916,7 +916,7 @@ where
                     reader.payload(125).await?;
                 }
                 _ => {
-                    while let Some(c) = reader.chunk(64 * 1024).await? {
+                    while let Some(c) = reader.chunk(256 * 1024).await? {
                         sw.write_all(&c).await?;
                         n_total += c.len() as u64;
                     }

@@ -64,8 +64,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     async fn fill(&mut self) -> io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < 512 {
-            self.buf.reserve(4096);
+        // Inside a large payload, read big (one syscall per up to 256 KiB); between frames
+        // and for small ones, stay small so idle connections hold little memory.
+        let want = if self.current.is_some() {
+            (self.remaining as usize).clamp(4096, 256 * 1024)
+        } else {
+            4096
+        };
+        if self.buf.capacity() - self.buf.len() < want.min(512).max(want / 2) {
+            self.buf.reserve(want);
         }
         self.io.read_buf(&mut self.buf).await
     }
