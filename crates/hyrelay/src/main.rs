@@ -118,10 +118,24 @@ fn main() -> std::process::ExitCode {
     if let Ok(n) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::debug!("open file limit: {n}");
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // HYRELAY_WORKERS=N sets the runtime's worker threads (default: one per core);
+    // 0 runs everything on the main thread (lowest latency for a lightly loaded bridge).
+    let workers = std::env::var("HYRELAY_WORKERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
+    let built = match workers {
+        Some(0) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    };
+    let rt = match built {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
