@@ -204,6 +204,25 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         }
     }
 
+    /// The next frame's mask and encoded header (bytes `..n` of the array).
+    fn header_for(
+        &mut self,
+        fin: bool,
+        opcode: OpCode,
+        len: usize,
+    ) -> (Option<[u8; 4]>, [u8; MAX_HEADER_LEN], usize) {
+        let mask = self.next_mask();
+        let h = FrameHeader {
+            fin,
+            opcode,
+            mask,
+            len: len as u64,
+        };
+        let mut hb = [0u8; MAX_HEADER_LEN];
+        let n = h.encode(&mut hb);
+        (mask, hb, n)
+    }
+
     /// Writes one frame and flushes.
     pub async fn frame(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) -> io::Result<()> {
         self.frame_noflush(fin, opcode, payload).await?;
@@ -217,15 +236,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         opcode: OpCode,
         payload: &[u8],
     ) -> io::Result<()> {
-        let mask = self.next_mask();
-        let h = FrameHeader {
-            fin,
-            opcode,
-            mask,
-            len: payload.len() as u64,
-        };
-        let mut hb = [0u8; MAX_HEADER_LEN];
-        let n = h.encode(&mut hb);
+        let (mask, hb, n) = self.header_for(fin, opcode, payload.len());
         match mask {
             None if payload.len() > 4096 => {
                 self.io.write_all(&hb[..n]).await?;
@@ -256,15 +267,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         opcode: OpCode,
         payload: &mut [u8],
     ) -> io::Result<()> {
-        let mask = self.next_mask();
-        let h = FrameHeader {
-            fin,
-            opcode,
-            mask,
-            len: payload.len() as u64,
-        };
-        let mut hb = [0u8; MAX_HEADER_LEN];
-        let n = h.encode(&mut hb);
+        let (mask, hb, n) = self.header_for(fin, opcode, payload.len());
         if let Some(m) = mask {
             apply_mask(payload, m, 0);
         }

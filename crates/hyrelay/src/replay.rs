@@ -38,19 +38,7 @@ pub async fn replay(a: ReplayArgs) -> Result<bool> {
         std::fs::read(&a.fixture).with_context(|| format!("reading {}", a.fixture.display()))?;
     let cap = hyrelay_capture::parse(&data, &hyrelay_capture::Limits::default())
         .with_context(|| format!("{} is not a readable capture", a.fixture.display()))?;
-    let rest = a
-        .target
-        .strip_prefix("net.tcp://")
-        .context("--target must be a net.tcp:// address")?;
-    let hostport = rest.split('/').next().unwrap_or_default();
-    let dial = if hostport
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        hostport.to_owned()
-    } else {
-        format!("{hostport}:808")
-    };
+    let dial = crate::wcf::dial_address(&a.target).context("--target")?;
     let mut ok = true;
     let mut replayed = 0;
     for c in &cap.connections {

@@ -40,26 +40,33 @@ pub fn parse_service(spec: &str) -> Result<WcfService> {
     let (name, addr) = spec
         .split_once('=')
         .with_context(|| format!("--wcf {spec:?}: expected NAME=net.tcp://host:port/path"))?;
-    let rest = addr.strip_prefix("net.tcp://").with_context(|| {
-        format!("--wcf {spec:?}: the service address must start with net.tcp://")
-    })?;
-    let hostport = rest.split('/').next().unwrap_or("");
-    if name.is_empty() || hostport.is_empty() {
+    let dial = dial_address(addr).with_context(|| format!("--wcf {spec:?}"))?;
+    if name.is_empty() {
         bail!("--wcf {spec:?}: expected NAME=net.tcp://host:port/path");
     }
-    let dial = if hostport
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        hostport.to_owned()
-    } else {
-        format!("{hostport}:808")
-    };
     Ok(WcfService {
         hyco: name.to_owned(),
         address: addr.to_owned(),
         dial,
     })
+}
+
+/// `host:port` to dial for a net.tcp address (808, net.tcp's port, when none is given).
+pub fn dial_address(addr: &str) -> Result<String> {
+    let (hostport, _) = net_tcp_hostport(addr, "address")?;
+    if hostport.is_empty() {
+        bail!("{addr:?} names no host (expected net.tcp://host:port/path)");
+    }
+    Ok(
+        if hostport
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            hostport
+        } else {
+            format!("{hostport}:808")
+        },
+    )
 }
 
 /// A client-side mapping: local net.tcp path → hybrid connection.
@@ -1013,7 +1020,7 @@ impl SoapGateway {
         let Ok(text) = std::str::from_utf8(&req.body) else {
             return plain(400, "hyrelay bridge: the SOAP request is not UTF-8".into());
         };
-        let mid = format!("urn:uuid:{}", uuid_v4());
+        let mid = format!("urn:uuid:{}", hyrelay_relay::core::new_guid());
         let conv = match hyrelay_wcf::soap::request_to_nettcp(
             ct,
             header("soapaction"),
@@ -1087,25 +1094,4 @@ impl SoapGateway {
             Err(e) => plain(502, format!("hyrelay bridge: the service's reply: {e}")),
         }
     }
-}
-
-/// A random (version 4) UUID for message ids.
-fn uuid_v4() -> String {
-    let mut b = [0u8; 16];
-    for chunk in b.chunks_mut(8) {
-        let r = std::collections::hash_map::RandomState::new();
-        let v = std::hash::BuildHasher::hash_one(&r, std::time::SystemTime::now());
-        chunk.copy_from_slice(&v.to_le_bytes());
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
 }
