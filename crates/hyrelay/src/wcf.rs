@@ -311,16 +311,22 @@ pub async fn run_local(ep: Arc<RelayEndpoint>, listener: tokio::net::TcpListener
     }
 }
 
+/// The next bytes of a client's preamble, which has 30 s to arrive.
+async fn preamble_read(s: &mut TcpStream, buf: &mut [u8]) -> Result<usize> {
+    let n = tokio::time::timeout(Duration::from_secs(30), s.read(buf))
+        .await
+        .context("no net.tcp preamble within 30 s")??;
+    if n == 0 {
+        bail!("the client closed before its preamble was complete");
+    }
+    Ok(n)
+}
+
 async fn local_session(ep: Arc<RelayEndpoint>, routes: Routes, mut s: TcpStream) -> Result<()> {
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
     let (via, _mode) = loop {
-        let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
-            .await
-            .context("no net.tcp preamble within 30 s")??;
-        if n == 0 {
-            bail!("client closed before its preamble");
-        }
+        let n = preamble_read(&mut s, &mut buf).await?;
         head.extend_from_slice(&buf[..n]);
         match peek_via(&head, hyrelay_nmf::Limits::default()) {
             Ok(Some(v)) => break v,
@@ -414,12 +420,7 @@ async fn direct_session(
         if inbound.preamble().is_some() {
             break;
         }
-        let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
-            .await
-            .context("no net.tcp preamble within 30 s")??;
-        if n == 0 {
-            bail!("client closed before its preamble was complete");
-        }
+        let n = preamble_read(&mut s, &mut buf).await?;
         pending.extend_from_slice(&buf[..n]);
     }
     let t = match TcpStream::connect(&svc.dial).await {
