@@ -130,6 +130,9 @@ pub struct RelayEndpoint {
     pub tls: Arc<rustls::ClientConfig>,
     /// `EntityPath` from the connection string.
     pub entity: Option<String>,
+    /// Set once a `sb://` loopback endpoint turned out to speak clear WebSocket, so later
+    /// connections do not pay for a failed TLS handshake first (shared by clones).
+    plain_learned: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -180,6 +183,7 @@ impl RelayEndpoint {
             token_ttl: Duration::from_secs(3600),
             tls,
             entity: None,
+            plain_learned: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
     }
 
@@ -301,11 +305,18 @@ impl RelayEndpoint {
                 target.to_string(),
             ),
         };
-        let mut stream = match self.dial_addr(&addr, &host, tls).await {
+        let learned_plain = url.is_none()
+            && self.security == Security::TlsOrLoopbackPlain
+            && self
+                .plain_learned
+                .load(std::sync::atomic::Ordering::Relaxed);
+        let mut stream = match self.dial_addr(&addr, &host, tls && !learned_plain).await {
             Err(ClientError::Tls { .. })
                 if url.is_none() && self.security == Security::TlsOrLoopbackPlain =>
             {
                 tracing::debug!("{addr} does not speak TLS: using clear WebSocket (loopback only)");
+                self.plain_learned
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 self.dial_addr(&addr, &host, false).await?
             }
             other => other?,
@@ -878,7 +889,7 @@ where
     let (sr_ref, sw_ref) = (&mut sr, &mut sw);
     let up = async move {
         let sr = sr_ref;
-        let mut buf = vec![0u8; 256 * 1024];
+        let mut buf = vec![0u8; 64 * 1024];
         let mut n_total = 0u64;
         loop {
             let n = sr.read(&mut buf).await?;
