@@ -59,7 +59,9 @@ pub struct BridgeArgs {
     /// Source address for outbound connections of -T.
     #[arg(short = 'b', long = "bind-address")]
     bind_address: Option<std::net::IpAddr>,
-    /// azbridge configuration file (YAML: LocalForward, RemoteForward, AzureRelayConnectionString, …).
+    /// azbridge configuration file (YAML: LocalForward, RemoteForward, AzureRelayConnectionString,
+    /// …, and hyrelay's WcfEndpoints and StatusAddress); WcfEndpoints are re-applied when the
+    /// file changes or on SIGHUP.
     #[arg(short = 'f', long = "config", value_name = "FILE")]
     config: Option<PathBuf>,
     /// CA certificate to trust for the relay's TLS (e.g. DATA_DIR/ca.pem of `hyrelay up`).

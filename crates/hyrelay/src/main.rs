@@ -75,8 +75,9 @@ enum Cmd {
     ConnectionString(manage::ConnStrArgs),
     /// Print a SAS token made from a connection string.
     Token(manage::TokenArgs),
-    /// Forward TCP ports and Unix sockets over hybrid connections, with azbridge's command
-    /// line: -L on the side of the clients, -T on the side of the servers; both dial out.
+    /// Forward TCP/UDP ports and Unix sockets over hybrid connections with azbridge's command
+    /// line (-L beside the clients, -T beside the servers; both dial out), and bridge WCF
+    /// net.tcp services (--wcf beside the service, --wcf-local beside its legacy clients).
     Bridge(bridge::BridgeArgs),
     /// .NET Binary XML (binary SOAP) tools: decode to text XML, encode from it.
     #[command(subcommand)]
