@@ -15,9 +15,18 @@ use hyrelay_relay::server::{serve, Endpoint};
 use hyrelay_relay::{Relay, RelayOptions};
 
 async fn relay() -> (String, String) {
+    relay_with(RelayOptions::default()).await
+}
+
+async fn relay_with(opts: RelayOptions) -> (String, String) {
     let rule = Rule::generate("Root", Rights::ALL);
     let key = rule.primary_key.clone();
-    let dir = std::env::temp_dir().join(format!("hyrelay-client-test-{}", std::process::id()));
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "hyrelay-client-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     State {
         namespaces: vec![Namespace {
             name: "t".into(),
@@ -37,7 +46,7 @@ async fn relay() -> (String, String) {
     .unwrap();
     let r = Relay::new(RelayOptions {
         data_dir: Some(dir),
-        ..Default::default()
+        ..opts
     })
     .unwrap();
     let ep = Endpoint::bind("127.0.0.1:0".parse().unwrap(), None)
@@ -157,4 +166,69 @@ async fn listener_serves_websocket_and_http_senders() {
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("a wrong key was accepted"),
     }
+}
+
+/// A listener that takes an HTTP request and never answers: the sender gets 504 with the
+/// relay's reason once the response timeout (60 s by default, 400 ms here) has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_never_answers_gives_504() {
+    let (addr, key) = relay_with(RelayOptions {
+        response_timeout: Duration::from_millis(400),
+        ..Default::default()
+    })
+    .await;
+    let tls = hyrelay_net::tls::client_config(&[], false).unwrap();
+    let ep = RelayEndpoint::new(
+        &format!("sb://{addr}/"),
+        TokenSource::Key {
+            name: "Root".into(),
+            key,
+        },
+        tls,
+    )
+    .unwrap();
+    let handler: hyrelay_client::RequestHandler = Arc::new(|_req| {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            HttpResponse {
+                status: 200,
+                reason: None,
+                headers: vec![],
+                body: Bytes::new(),
+            }
+        })
+    });
+    let listener =
+        Listener::new(ep.clone(), "svc", ListenerOptions::default()).with_requests(handler);
+    tokio::spawn(async move { listener.run(|_req| async {}).await });
+    let mut got = None;
+    for _ in 0..50 {
+        let t = std::time::Instant::now();
+        let r = http_request(&ep, "svc", "GET", "/slow", &[], Bytes::new())
+            .await
+            .unwrap();
+        if r.status == 404 {
+            // the listener is not online yet
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        got = Some((r, t.elapsed()));
+        break;
+    }
+    let (r, took) = got.expect("listener came online");
+    assert_eq!(r.status, 504, "{:?}", r.reason);
+    assert!(
+        r.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("did not respond")
+            || String::from_utf8_lossy(&r.body).contains("did not respond"),
+        "{:?} {:?}",
+        r.reason,
+        r.body
+    );
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
 }
