@@ -200,3 +200,18 @@ test('a storm of failing handshakes is throttled per source and path; others are
   const ok = await listener('calm');
   ok.abort();
 });
+
+test('an oversize request header block is refused with 431 and the relay keeps serving', async () => {
+  const { default: net } = await import('node:net');
+  const raw = (headerBytes) => new Promise((resolve, reject) => {
+    const s = net.connect(relay.httpPort, relay.host, () => {
+      s.write(`GET /echo HTTP/1.1\r\nHost: x\r\nX-Big: ${'x'.repeat(headerBytes)}\r\n\r\n`);
+    });
+    let got = '';
+    s.on('data', (d) => { got += d; if (got.includes('\r\n')) { s.destroy(); resolve(got.split('\r\n')[0]); } });
+    s.on('error', (e) => (got ? resolve(got.split('\r\n')[0]) : reject(e)));
+  });
+  assert.equal(await raw(200_000), 'HTTP/1.1 431 Request Header Fields Too Large');
+  // a normal-sized one still gets the relay's own answer (no such hybrid connection: 404)
+  assert.match(await raw(1000), /^HTTP\/1\.1 404 Endpoint does not exist/);
+});
