@@ -166,6 +166,7 @@ pub fn parse(data: &[u8], limits: &Limits) -> Result<Capture, Error> {
         format: Format::JsonLines,
         connections: conns,
         skipped_packets: 0,
+        cut_short_at: None,
     })
 }
 

@@ -119,6 +119,9 @@ pub struct Capture {
     pub connections: Vec<Connection>,
     /// Packets that were skipped (not IPv4/IPv6 TCP, or truncated by the snap length).
     pub skipped_packets: u64,
+    /// pcap/pcapng: the file ends inside a record at this byte (cut short, as a capture
+    /// copied while still being written is); the packets before it are all here.
+    pub cut_short_at: Option<u64>,
 }
 
 /// Capture file format.

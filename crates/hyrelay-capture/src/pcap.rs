@@ -52,9 +52,11 @@ pub(crate) fn parse_pcap(data: &[u8], limits: &Limits) -> Result<Capture, Error>
     check_link(link)?;
     let mut r = Reassembler::new(*limits);
     let mut pos = 24;
+    let mut cut = None;
     while pos < data.len() {
         let Some(h) = data.get(pos..pos + 16) else {
-            return Err(bad(F, pos, "record header truncated"));
+            cut = Some(pos as u64);
+            break;
         };
         let secs = e.u32(&h[0..4]) as f64;
         let frac = e.u32(&h[4..8]) as f64;
@@ -68,17 +70,16 @@ pub(crate) fn parse_pcap(data: &[u8], limits: &Limits) -> Result<Capture, Error>
             });
         }
         let Some(pkt) = data.get(pos + 16..pos + 16 + incl) else {
-            return Err(bad(
-                F,
-                pos,
-                format!("record of {incl} bytes runs past the end of the file"),
-            ));
+            cut = Some(pos as u64);
+            break;
         };
         let t = secs + frac / if nanos { 1e9 } else { 1e6 };
         packet(&mut r, link, pkt, incl < orig, t, pos + 16)?;
         pos += 16 + incl;
     }
-    Ok(r.finish(Format::Pcap))
+    let mut c = r.finish(Format::Pcap);
+    c.cut_short_at = cut;
+    Ok(c)
 }
 
 pub(crate) fn parse_pcapng(data: &[u8], limits: &Limits) -> Result<Capture, Error> {
@@ -91,9 +92,11 @@ pub(crate) fn parse_pcapng(data: &[u8], limits: &Limits) -> Result<Capture, Erro
     let mut e = Endian(false);
     let mut r = Reassembler::new(*limits);
     let mut pos = 0;
+    let mut cut = None;
     while pos < data.len() {
         let Some(h) = data.get(pos..pos + 12) else {
-            return Err(bad(F, pos, "block header truncated"));
+            cut = Some(pos as u64);
+            break;
         };
         let btype_raw = [h[0], h[1], h[2], h[3]];
         if btype_raw == [0x0a, 0x0d, 0x0d, 0x0a] {
@@ -214,7 +217,9 @@ pub(crate) fn parse_pcapng(data: &[u8], limits: &Limits) -> Result<Capture, Erro
         }
         pos += blen;
     }
-    Ok(r.finish(Format::Pcapng))
+    let mut c = r.finish(Format::Pcapng);
+    c.cut_short_at = cut;
+    Ok(c)
 }
 
 fn check_link(link: u32) -> Result<(), Error> {

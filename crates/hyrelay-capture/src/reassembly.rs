@@ -182,6 +182,7 @@ impl Reassembler {
             format,
             connections: self.flows.into_iter().map(|f| f.conn).collect(),
             skipped_packets: self.skipped,
+            cut_short_at: None,
         }
     }
 }

@@ -268,3 +268,18 @@ fn jsonl_that_lost_bytes_is_refused() {
     let err = parse(format!("{good}{lost}").as_bytes(), &Limits::default()).unwrap_err();
     assert!(err.to_string().contains("bytes lost"), "{err}");
 }
+
+#[test]
+fn a_capture_cut_short_keeps_what_came_before_and_says_where() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/captures/tcp-pcap/capture.pcap");
+    let full = std::fs::read(path).unwrap();
+    let whole = parse(&full, &Limits::default()).unwrap();
+    assert_eq!(whole.cut_short_at, None);
+    let cut = parse(&full[..full.len() - 7], &Limits::default()).unwrap();
+    let at = cut.cut_short_at.expect("cut noticed") as usize;
+    assert!(at < full.len() - 7 && at > 24);
+    let a = whole.connections[0].stream(Dir::C2S);
+    let b = cut.connections[0].stream(Dir::C2S);
+    assert!(a.starts_with(&b) && !b.is_empty());
+}

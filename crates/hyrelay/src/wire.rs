@@ -217,6 +217,11 @@ pub fn nmf(cmd: NmfCmd) -> Result<bool> {
             None => eprintln!("note: the capture holds no TCP connection"),
         }
     }
+    if let Some(at) = cap.cut_short_at {
+        eprintln!(
+            "note: the capture ends inside a record at byte {at} (cut short while being written?); everything before it is decoded"
+        );
+    }
     if cap.skipped_packets > 0 {
         eprintln!(
             "note: {} packets skipped (not TCP over IPv4/IPv6, or cut by the snap length)",
