@@ -42,6 +42,19 @@ async function bridge(...args) {
   return c;
 }
 
+// `hyrelay bridge -f FILE` (credentials from the file), ready.
+async function bridgeFile(cfg) {
+  const c = spawn(BIN, ['bridge', '-f', cfg], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HYRELAY_LOG: 'info' } });
+  children.push(c);
+  let err = '';
+  c.stderr.on('data', (d) => { err += d; });
+  await new Promise((resolve, reject) => {
+    c.stdout.on('data', (d) => { if (String(d).includes('hyrelay bridge ready')) resolve(); });
+    c.on('exit', (code) => reject(new Error(`bridge exited ${code}: ${err}`)));
+  });
+  return c;
+}
+
 async function freePort() {
   const s = net.createServer().listen(0, '127.0.0.1');
   await new Promise((r) => s.on('listening', r));
@@ -281,12 +294,7 @@ test('-f azbridge YAML: several forwards (local and remote) in one process', { t
     '        Host: 127.0.0.1',
     `        HostPort: ${echoPort}`,
   ].join('\n') + '\n');
-  const c = spawn(BIN, ['bridge', '-f', cfg], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HYRELAY_LOG: 'info' } });
-  children.push(c);
-  await new Promise((resolve, reject) => {
-    c.stdout.on('data', (d) => { if (String(d).includes('hyrelay bridge ready')) resolve(); });
-    c.on('exit', (code) => reject(new Error(`bridge exited ${code}`)));
-  });
+  await bridgeFile(cfg);
   const got = await waitFor(() => transfer({ port: lp, host: '127.0.0.1' }, Buffer.from('yaml!')));
   assert.match(got.toString(), /^yaml!\|5\|/);
   // A typo in a key is refused with the key's name.
@@ -316,14 +324,7 @@ test('-f: each forward may carry its own ConnectionString (least privilege: List
     '    Host: 127.0.0.1',
     `    HostPort: ${echoPort}`,
   ].join('\n') + '\n');
-  const c = spawn(BIN, ['bridge', '-f', cfg], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HYRELAY_LOG: 'info' } });
-  children.push(c);
-  let err = '';
-  c.stderr.on('data', (d) => { err += d; });
-  await new Promise((resolve, reject) => {
-    c.stdout.on('data', (d) => { if (String(d).includes('hyrelay bridge ready')) resolve(); });
-    c.on('exit', (code) => reject(new Error(`bridge exited ${code}: ${err}`)));
-  });
+  const c = await bridgeFile(cfg);
   const got = await waitFor(() => transfer({ port: lp, host: '127.0.0.1' }, Buffer.from('own!')));
   assert.match(got.toString(), /^own!\|4\|/);
   c.kill('SIGTERM');

@@ -57,11 +57,10 @@ async fn relay_with(opts: RelayOptions) -> (String, String) {
     (addr, key)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn listener_serves_websocket_and_http_senders() {
-    let (addr, key) = relay().await;
+/// The relay at `addr`, with the Root rule's key.
+fn endpoint(addr: &str, key: String) -> RelayEndpoint {
     let tls = hyrelay_net::tls::client_config(&[], false).unwrap();
-    let ep = RelayEndpoint::new(
+    RelayEndpoint::new(
         &format!("sb://{addr}/"),
         TokenSource::Key {
             name: "Root".into(),
@@ -69,7 +68,13 @@ async fn listener_serves_websocket_and_http_senders() {
         },
         tls,
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_serves_websocket_and_http_senders() {
+    let (addr, key) = relay().await;
+    let ep = endpoint(&addr, key);
     let ep2 = ep.clone();
     let handler: hyrelay_client::RequestHandler = Arc::new(|req| {
         Box::pin(async move {
@@ -177,16 +182,7 @@ async fn a_listener_that_never_answers_gives_504() {
         ..Default::default()
     })
     .await;
-    let tls = hyrelay_net::tls::client_config(&[], false).unwrap();
-    let ep = RelayEndpoint::new(
-        &format!("sb://{addr}/"),
-        TokenSource::Key {
-            name: "Root".into(),
-            key,
-        },
-        tls,
-    )
-    .unwrap();
+    let ep = endpoint(&addr, key);
     let handler: hyrelay_client::RequestHandler = Arc::new(|_req| {
         Box::pin(async move {
             tokio::time::sleep(Duration::from_secs(30)).await;

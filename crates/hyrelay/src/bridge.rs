@@ -820,10 +820,12 @@ pub async fn run(mut a: BridgeArgs) -> Result<()> {
         return status(address, *json).await;
     }
     let mut status_from_file = None;
+    let mut file_wcf = Vec::new();
     let mut own = OwnCredentials::default();
     if let Some(path) = a.config.clone() {
         let f = crate::bridge_config::BridgeFile::load(&path)?;
         status_from_file = f.status_address.clone();
+        file_wcf = f.wcf_endpoints.clone();
         // Command-line flags override the file.
         a.connection_string = a
             .connection_string
@@ -903,24 +905,20 @@ pub async fn run(mut a: BridgeArgs) -> Result<()> {
                 })
                 .collect()
         };
-    let locals: Vec<(String, Arc<RelayEndpoint>)> = a
-        .local
-        .iter()
-        .map(|s| (s.clone(), ep.clone()))
-        .chain(with_ep(&own.local)?)
-        .collect();
-    let remotes: Vec<(String, Arc<RelayEndpoint>)> = a
-        .remote
-        .iter()
-        .map(|s| (s.clone(), ep.clone()))
-        .chain(with_ep(&own.remote)?)
-        .collect();
-    let https: Vec<(String, Arc<RelayEndpoint>)> = a
-        .http
-        .iter()
-        .map(|s| (s.clone(), ep.clone()))
-        .chain(with_ep(&own.http)?)
-        .collect();
+    // Forwards of the command line and the file use the bridge's endpoint; those with
+    // their own credentials use theirs.
+    let with_default = |plain: &[String],
+                        own: &[(String, Option<String>, bool)]|
+     -> Result<Vec<(String, Arc<RelayEndpoint>)>> {
+        Ok(plain
+            .iter()
+            .map(|s| (s.clone(), ep.clone()))
+            .chain(with_ep(own)?)
+            .collect())
+    };
+    let locals = with_default(&a.local, &own.local)?;
+    let remotes = with_default(&a.remote, &own.remote)?;
+    let https = with_default(&a.http, &own.http)?;
     let mut tasks = tokio::task::JoinSet::new();
     for (spec, ep) in &locals {
         let (relay, bindings) = parse_local(spec, a.gateway_ports)?;
@@ -988,10 +986,6 @@ pub async fn run(mut a: BridgeArgs) -> Result<()> {
         });
     }
     // WCF endpoints: command line plus the file's WcfEndpoints, re-applied on change.
-    let file_wcf = match &a.config {
-        Some(p) => crate::bridge_config::BridgeFile::load(p)?.wcf_endpoints,
-        None => Vec::new(),
-    };
     let specs = crate::wcf::collect_specs(&a.wcf, &a.wcf_local, &file_wcf, a.gateway_ports)?;
     let mgr = Arc::new(tokio::sync::Mutex::new(crate::wcf::Manager::new(
         ep.clone(),

@@ -69,6 +69,15 @@ pub fn dial_address(addr: &str) -> Result<String> {
     )
 }
 
+/// A bare port listens on loopback (on every interface with -g / GatewayPorts).
+fn listen_address(addr: &str, gateway: bool) -> String {
+    if addr.parse::<u16>().is_ok() {
+        format!("{}:{addr}", if gateway { "0.0.0.0" } else { "127.0.0.1" })
+    } else {
+        addr.to_owned()
+    }
+}
+
 /// A client-side mapping: local net.tcp path → hybrid connection.
 #[derive(Debug, Clone)]
 pub struct WcfLocal {
@@ -86,11 +95,7 @@ pub fn parse_local(spec: &str, gateway: bool) -> Result<WcfLocal> {
         Some(i) => (&left[..i], &left[i..]),
         None => (left, "/"),
     };
-    let listen = if addr.parse::<u16>().is_ok() {
-        format!("{}:{addr}", if gateway { "0.0.0.0" } else { "127.0.0.1" })
-    } else {
-        addr.to_owned()
-    };
+    let listen = listen_address(addr, gateway);
     if name.is_empty() || listen.is_empty() {
         bail!("--wcf-local {spec:?}: expected [ADDR:]PORT/PATH=NAME");
     }
@@ -614,11 +619,7 @@ pub fn collect_specs(
             }
             (Some(local), service) => {
                 let (hp, path) = net_tcp_hostport(local, "Local")?;
-                let listen = if hp.parse::<u16>().is_ok() {
-                    format!("{}:{hp}", if gateway { "0.0.0.0" } else { "127.0.0.1" })
-                } else {
-                    hp
-                };
+                let listen = listen_address(&hp, gateway);
                 let route = if direct {
                     let service = service.as_deref().with_context(|| {
                         format!("{at}: Mode: direct needs the Service address to reach")
