@@ -1,7 +1,8 @@
 //! Sans-IO codec for .NET Binary XML as used by WCF over net.tcp:
 //!
-//! * [MC-NBFX] records: [`read_records`] decodes bytes into [`Record`]s that keep the exact
-//!   record kind, and [`write_records`] re-encodes them byte for byte.
+//! * [MC-NBFX] records: [`EventReader`] pulls borrowed [`Event`]s from bytes without
+//!   allocating per record; [`read_records`] decodes bytes into owned [`Record`]s that keep
+//!   the exact record kind, and [`write_records`] re-encodes them byte for byte.
 //! * [MC-NBFS] static dictionary: [`static_string`], [`static_key`] (487 strings, even keys).
 //! * [MC-NBFSE] session dictionary: [`SessionDictionary`] (one per direction, carried
 //!   across messages), with [`read_session_message`] / [`write_session_message`] for
@@ -18,6 +19,7 @@
 mod canonical;
 mod dictionary;
 mod error;
+mod events;
 mod limits;
 pub mod mb31;
 mod reader;
@@ -33,8 +35,9 @@ pub use dictionary::{
     STATIC_DICTIONARY_LEN,
 };
 pub use error::{Error, LimitKind};
+pub use events::{ArrayItemsRef, AttributeRef, ElementRef, Event, ListRef, TextRef, Utf16Ref};
 pub use limits::Limits;
-pub use reader::read_records;
+pub use reader::{read_records, EventReader};
 pub use record::{
     Array, ArrayItems, Attribute, DateTime, Decimal, Element, Guid, NameRef, PrefixLetter,
     PrefixRef, Record, Text, TimeSpan, DATETIME_MAX_TICKS,

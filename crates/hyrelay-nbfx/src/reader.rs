@@ -1,5 +1,7 @@
-//! Binary XML reader: bytes → [`Record`]s.
+//! Binary XML reader: bytes → [`Event`]s (borrowed, no allocation per record) and, on
+//! top of them, bytes → owned [`Record`]s.
 
+use crate::events::*;
 use crate::mb31::{decode_mb31, Mb31};
 use crate::record::*;
 use crate::{DictKey, Dictionaries, Error, LimitKind, Limits};
@@ -10,78 +12,441 @@ use crate::{DictKey, Dictionaries, Error, LimitKind, Limits};
 /// The document must contain exactly one root element, close every element, and obey
 /// `limits`; dictionary keys must resolve in `dicts`. Truncated input is an
 /// [`Error::UnexpectedEof`]: the envelope length is always known, so there is no
-/// "need more" state at this layer.
+/// "need more" state at this layer. This is [`EventReader`] with every event made owned.
 pub fn read_records(
     input: &[u8],
     dicts: Dictionaries<'_>,
     limits: &Limits,
 ) -> Result<Vec<Record>, Error> {
-    if input.len() > limits.max_total_bytes {
-        return Err(Error::LimitExceeded {
-            offset: 0,
-            limit: LimitKind::TotalBytes,
-            value: input.len() as u64,
-            max: limits.max_total_bytes as u64,
-        });
-    }
-    let mut r = Reader {
-        data: input,
-        pos: 0,
-        dicts,
-        limits,
-        scopes: Vec::new(),
-        root_seen: false,
-        // Real envelopes average ~40 bytes per record: start near that instead of
-        // regrowing from empty, without reserving megabytes that are never touched.
-        records: Vec::with_capacity(input.len() / 48),
-    };
-    r.run()?;
-    Ok(r.records)
+    let mut r = EventReader::new(input, dicts, limits)?;
+    // Real envelopes average ~40 bytes per record: start near that instead of
+    // regrowing from empty, without reserving megabytes that are never touched.
+    let mut records = Vec::with_capacity(input.len() / 48);
+    let mut array: Option<(Element, Vec<Attribute>)> = None;
+    r.visit(|ev| match ev {
+        Event::Element(e) => records.push(Record::Element(e.to_owned())),
+        Event::Attribute(a) => match &mut array {
+            Some((_, attrs)) => attrs.push(a.to_owned()),
+            None => records.push(Record::Attribute(a.to_owned())),
+        },
+        Event::EndElement => records.push(Record::EndElement),
+        Event::Comment(s) => records.push(Record::Comment(s.to_owned())),
+        Event::ArrayStart(e) => array = Some((e.to_owned(), Vec::new())),
+        Event::ArrayItems(items) => {
+            if let Some((element, attributes)) = array.take() {
+                records.push(Record::Array(Box::new(Array {
+                    element,
+                    attributes,
+                    items: items.to_owned(),
+                })));
+            }
+        }
+        Event::Text(t) => records.push(Record::Text(t.to_owned())),
+        Event::TextWithEndElement(t) => records.push(Record::TextWithEndElement(t.to_owned())),
+    })?;
+    Ok(records)
 }
 
-struct Reader<'a, 'd> {
+/// A pull reader over one binary XML document: each [`next_event`](Self::next_event)
+/// decodes one record and returns it borrowed from the input.
+///
+/// It checks exactly what [`read_records`] checks (that function is this reader plus
+/// `to_owned`), with the same errors at the same offsets, but allocates nothing per
+/// record: strings are validated in place, UTF-16 and list texts are validated and left
+/// encoded. After an error it yields nothing more.
+pub struct EventReader<'a, 'd> {
+    c: Cursor<'a, 'd>,
+    /// Prefixes declared by the open elements, innermost last.
+    prefixes: Vec<&'a str>,
+    /// For each open element, where its declarations start in `prefixes`.
+    scopes: Vec<usize>,
+    root_seen: bool,
+    /// The attributes of the start tag just read (with their offsets), handed out one
+    /// event at a time; the buffer is reused for every tag.
+    pending: Vec<(AttributeRef<'a>, usize)>,
+    pending_at: usize,
+    array_items: Option<ArrayItemsRef<'a>>,
+    done: bool,
+}
+
+const LETTERS: [&str; 26] = [
+    "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p", "q", "r", "s",
+    "t", "u", "v", "w", "x", "y", "z",
+];
+
+impl<'a, 'd> EventReader<'a, 'd> {
+    /// A reader over `input`; fails at once if it is larger than `limits.max_total_bytes`.
+    pub fn new(
+        input: &'a [u8],
+        dicts: Dictionaries<'d>,
+        limits: &'d Limits,
+    ) -> Result<Self, Error> {
+        if input.len() > limits.max_total_bytes {
+            return Err(Error::LimitExceeded {
+                offset: 0,
+                limit: LimitKind::TotalBytes,
+                value: input.len() as u64,
+                max: limits.max_total_bytes as u64,
+            });
+        }
+        Ok(EventReader {
+            c: Cursor {
+                data: input,
+                pos: 0,
+                dicts: Some(dicts),
+                limits,
+            },
+            prefixes: Vec::new(),
+            scopes: Vec::new(),
+            root_seen: false,
+            pending: Vec::new(),
+            pending_at: 0,
+            array_items: None,
+            done: false,
+        })
+    }
+
+    /// Byte offset of the next record.
+    pub fn offset(&self) -> usize {
+        self.c.pos
+    }
+
+    /// Current element depth (0 outside the root).
+    pub fn depth(&self) -> usize {
+        self.scopes.len()
+    }
+
+    /// The next event; `Ok(None)` once the document has ended properly.
+    pub fn next_event(&mut self) -> Result<Option<Event<'a>>, Error> {
+        if self.done {
+            return Ok(None);
+        }
+        let r = self.step();
+        if !matches!(r, Ok(Some(_))) {
+            self.done = true;
+        }
+        r
+    }
+
+    #[inline(always)]
+    /// Read the rest of the document, handing each event to `f`: the same events as
+    /// repeated [`next_event`](Self::next_event) calls, in a loop the compiler can fuse
+    /// with `f` (the fastest way to walk a whole document).
+    pub fn visit(&mut self, mut f: impl FnMut(Event<'a>)) -> Result<(), Error> {
+        if self.done {
+            return Ok(());
+        }
+        loop {
+            match self.step() {
+                Ok(Some(ev)) => f(ev),
+                Ok(None) => {
+                    self.done = true;
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn step(&mut self) -> Result<Option<Event<'a>>, Error> {
+        if let Some(&(a, _)) = self.pending.get(self.pending_at) {
+            self.pending_at += 1;
+            return Ok(Some(Event::Attribute(a)));
+        }
+        if self.array_items.is_some() {
+            if let Some(items) = self.array_items.take() {
+                return Ok(Some(Event::ArrayItems(items)));
+            }
+        }
+        if self.c.pos >= self.c.data.len() {
+            if !self.scopes.is_empty() {
+                return Err(self.c.eof());
+            }
+            if !self.root_seen {
+                return Err(Error::Malformed {
+                    offset: self.c.data.len(),
+                    reason: "no root element".into(),
+                });
+            }
+            return Ok(None);
+        }
+        let off = self.c.pos;
+        let b = self.c.byte()?;
+        Ok(Some(match b {
+            0x01 => {
+                let Some(mark) = self.scopes.pop() else {
+                    return Err(Error::UnexpectedRecord {
+                        offset: off,
+                        byte: b,
+                        reason: "EndElement with no open element",
+                    });
+                };
+                self.prefixes.truncate(mark);
+                Event::EndElement
+            }
+            0x02 => Event::Comment(self.c.string()?),
+            0x03 => self.array_record(off)?,
+            0x04..=0x3F => {
+                return Err(Error::UnexpectedRecord {
+                    offset: off,
+                    byte: b,
+                    reason: "attribute record outside a start tag",
+                })
+            }
+            0x40..=0x77 => {
+                self.check_single_root(off)?;
+                let (element, mark) = self.start_tag(b, off)?;
+                self.scopes.push(mark);
+                self.root_seen = true;
+                Event::Element(element)
+            }
+            0x80..=0xBD if b != 0xA5 && b != 0xA7 => {
+                let with_end = b & 1 != 0;
+                // Chars8Text is most of the text in real envelopes: decode it here
+                // rather than through the general text dispatch.
+                let value = if b & !1 == 0x98 {
+                    let lo = self.c.pos;
+                    let n = self.c.byte()? as usize;
+                    TextRef::Chars8(self.c.utf8(n, lo)?)
+                } else {
+                    self.c.text(b & !1, off, false)?
+                };
+                if self.scopes.is_empty() {
+                    if with_end {
+                        return Err(Error::UnexpectedRecord {
+                            offset: off,
+                            byte: b,
+                            reason: "WithEndElement text with no open element",
+                        });
+                    }
+                    if !value.is_whitespace() {
+                        return Err(Error::Malformed {
+                            offset: off,
+                            reason: "non-whitespace text outside the root element".into(),
+                        });
+                    }
+                }
+                if with_end {
+                    if let Some(mark) = self.scopes.pop() {
+                        self.prefixes.truncate(mark);
+                    }
+                    Event::TextWithEndElement(value)
+                } else {
+                    Event::Text(value)
+                }
+            }
+            _ => {
+                return Err(Error::InvalidRecord {
+                    offset: off,
+                    byte: b,
+                })
+            }
+        }))
+    }
+
+    #[inline]
+    fn check_single_root(&self, off: usize) -> Result<(), Error> {
+        if self.scopes.is_empty() && self.root_seen {
+            return Err(Error::Malformed {
+                offset: off,
+                reason: "more than one root element".into(),
+            });
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn is_declared(&self, prefix: &str) -> bool {
+        // Prefixes are short: a byte loop beats a memcmp call; innermost scopes first.
+        prefix == "xml"
+            || self
+                .prefixes
+                .iter()
+                .rev()
+                .any(|p| p.as_bytes().iter().eq(prefix.as_bytes()))
+    }
+
+    #[inline]
+    fn check_prefix(&self, p: PrefixRef<'_>, off: usize) -> Result<(), Error> {
+        let s: &str = match p {
+            PrefixRef::None => return Ok(()),
+            PrefixRef::Str(s) => s,
+            PrefixRef::Letter(l) => LETTERS[usize::from(l.index())],
+        };
+        if s.is_empty() || self.is_declared(s) {
+            Ok(())
+        } else {
+            Err(Error::Malformed {
+                offset: off,
+                reason: format!("undeclared prefix '{s}'"),
+            })
+        }
+    }
+
+    /// Element record `b` (consumed, at `off`) and its attributes, which go to
+    /// `pending`; checks depth, attribute count and prefix declarations. The prefixes it
+    /// declares are pushed onto `prefixes`; returns the element and where they start.
+    #[inline]
+    fn start_tag(&mut self, b: u8, off: usize) -> Result<(ElementRef<'a>, usize), Error> {
+        let depth = self.scopes.len() + 1;
+        let limits = self.c.limits;
+        if depth > limits.max_depth {
+            return Err(Error::LimitExceeded {
+                offset: off,
+                limit: LimitKind::Depth,
+                value: depth as u64,
+                max: limits.max_depth as u64,
+            });
+        }
+        let element = self.c.element_body(b)?;
+        self.pending.clear();
+        self.pending_at = 0;
+        let mark = self.prefixes.len();
+        while let Some(ab @ 0x04..=0x3F) = self.c.peek() {
+            let aoff = self.c.pos;
+            self.c.pos += 1;
+            if self.pending.len() >= limits.max_attributes {
+                return Err(Error::LimitExceeded {
+                    offset: aoff,
+                    limit: LimitKind::Attributes,
+                    value: self.pending.len() as u64 + 1,
+                    max: limits.max_attributes as u64,
+                });
+            }
+            let a = self.c.attribute_body(ab)?;
+            if let Some((p, _)) = a.xmlns() {
+                self.prefixes.push(p);
+            }
+            self.pending.push((a, aoff));
+        }
+        self.check_prefix(element.prefix(), off)?;
+        for &(a, aoff) in &self.pending {
+            if let Some((p, _, _)) = a.plain() {
+                self.check_prefix(p, aoff)?;
+            }
+        }
+        Ok((element, mark))
+    }
+
+    fn array_record(&mut self, off: usize) -> Result<Event<'a>, Error> {
+        self.check_single_root(off)?;
+        let eoff = self.c.pos;
+        let eb = self.c.byte()?;
+        match eb {
+            0x40..=0x77 => {}
+            0x03 => {
+                return Err(Error::UnexpectedRecord {
+                    offset: eoff,
+                    byte: eb,
+                    reason: "array nested in an array",
+                })
+            }
+            _ => {
+                return Err(Error::UnexpectedRecord {
+                    offset: eoff,
+                    byte: eb,
+                    reason: "array must start with an element record",
+                })
+            }
+        }
+        let (element, mark) = self.start_tag(eb, eoff)?;
+        // An array's element is complete within the record: its declarations end here.
+        self.prefixes.truncate(mark);
+        let endoff = self.c.pos;
+        let end = self.c.byte()?;
+        if end != 0x01 {
+            return Err(Error::UnexpectedRecord {
+                offset: endoff,
+                byte: end,
+                reason: "array element must be empty (EndElement before the item type)",
+            });
+        }
+        let toff = self.c.pos;
+        let t = self.c.byte()?;
+        let coff = self.c.pos;
+        let count = self.c.mb31()? as usize;
+        if count == 0 {
+            return Err(Error::InvalidValue {
+                offset: coff,
+                reason: "array count must be at least 1",
+            });
+        }
+        let limits = self.c.limits;
+        if count > limits.max_array_length {
+            return Err(Error::LimitExceeded {
+                offset: coff,
+                limit: LimitKind::ArrayLength,
+                value: count as u64,
+                max: limits.max_array_length as u64,
+            });
+        }
+        self.array_items = Some(self.c.array_items(t, count, toff)?);
+        self.root_seen = true;
+        Ok(Event::ArrayStart(element))
+    }
+}
+
+impl<'a, 'd> Iterator for EventReader<'a, 'd> {
+    type Item = Result<Event<'a>, Error>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_event().transpose()
+    }
+}
+
+/// Limits for re-walking bytes the reader has already checked.
+static UNLIMITED: Limits = Limits {
+    max_depth: usize::MAX,
+    max_string_bytes: usize::MAX,
+    max_array_length: usize::MAX,
+    max_total_bytes: usize::MAX,
+    max_attributes: usize::MAX,
+};
+
+/// Position in the input plus what values are checked against.
+pub(crate) struct Cursor<'a, 'd> {
     data: &'a [u8],
     pos: usize,
-    dicts: Dictionaries<'d>,
-    limits: &'a Limits,
-    /// Prefixes declared by each open element.
-    scopes: Vec<Vec<String>>,
-    root_seen: bool,
-    records: Vec<Record>,
+    /// `None` when re-walking validated bytes: dictionary keys are not resolved again.
+    dicts: Option<Dictionaries<'d>>,
+    limits: &'d Limits,
 }
 
-fn is_whitespace_text(t: &Text) -> bool {
-    let ws = |s: &str| s.chars().all(|c| matches!(c, ' ' | '\t' | '\r' | '\n'));
-    match t {
-        Text::Chars8(s)
-        | Text::Chars16(s)
-        | Text::Chars32(s)
-        | Text::UnicodeChars8(s)
-        | Text::UnicodeChars16(s)
-        | Text::UnicodeChars32(s) => ws(s),
-        Text::Empty => true,
-        _ => false,
+impl<'a> Cursor<'a, 'static> {
+    /// A cursor over bytes that an [`EventReader`] already validated.
+    pub(crate) fn trusted(data: &'a [u8]) -> Self {
+        Cursor {
+            data,
+            pos: 0,
+            dicts: None,
+            limits: &UNLIMITED,
+        }
     }
 }
 
-impl Reader<'_, '_> {
+impl<'a> Cursor<'a, '_> {
     fn eof(&self) -> Error {
         Error::UnexpectedEof {
             offset: self.data.len(),
         }
     }
 
+    #[inline]
     fn peek(&self) -> Option<u8> {
         self.data.get(self.pos).copied()
     }
 
-    fn u8(&mut self) -> Result<u8, Error> {
+    #[inline]
+    pub(crate) fn byte(&mut self) -> Result<u8, Error> {
         let b = self.peek().ok_or_else(|| self.eof())?;
         self.pos += 1;
         Ok(b)
     }
 
-    fn take(&mut self, n: usize) -> Result<&[u8], Error> {
+    #[inline]
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
         let end = self
             .pos
             .checked_add(n)
@@ -92,12 +457,14 @@ impl Reader<'_, '_> {
         Ok(s)
     }
 
+    #[inline]
     fn array<const N: usize>(&mut self) -> Result<[u8; N], Error> {
         let mut a = [0u8; N];
         a.copy_from_slice(self.take(N)?);
         Ok(a)
     }
 
+    #[inline]
     fn mb31(&mut self) -> Result<u32, Error> {
         let off = self.pos;
         match decode_mb31(&self.data[self.pos..], off)? {
@@ -109,6 +476,7 @@ impl Reader<'_, '_> {
         }
     }
 
+    #[inline]
     fn check_string_len(&self, off: usize, len: usize) -> Result<(), Error> {
         if len > self.limits.max_string_bytes {
             return Err(Error::LimitExceeded {
@@ -121,26 +489,29 @@ impl Reader<'_, '_> {
         Ok(())
     }
 
-    fn utf8(&mut self, len: usize, len_off: usize) -> Result<String, Error> {
+    #[inline]
+    fn utf8(&mut self, len: usize, len_off: usize) -> Result<&'a str, Error> {
         self.check_string_len(len_off, len)?;
         let off = self.pos;
         let bytes = self.take(len)?;
-        core::str::from_utf8(bytes)
-            .map(str::to_owned)
-            .map_err(|_| Error::InvalidUtf8 { offset: off })
+        core::str::from_utf8(bytes).map_err(|_| Error::InvalidUtf8 { offset: off })
     }
 
     /// MB31-length-prefixed UTF-8 string.
-    fn string(&mut self) -> Result<String, Error> {
+    #[inline]
+    fn string(&mut self) -> Result<&'a str, Error> {
         let off = self.pos;
         let len = self.mb31()? as usize;
         self.utf8(len, off)
     }
 
+    #[inline]
     fn dict_key(&mut self) -> Result<DictKey, Error> {
         let off = self.pos;
         let key = DictKey(self.mb31()?);
-        self.dicts.resolve(key, off)?;
+        if let Some(d) = &self.dicts {
+            d.resolve(key, off)?;
+        }
         Ok(key)
     }
 
@@ -153,7 +524,7 @@ impl Reader<'_, '_> {
         })
     }
 
-    fn bytes(&mut self, len: usize, len_off: usize) -> Result<Vec<u8>, Error> {
+    fn bytes(&mut self, len: usize, len_off: usize) -> Result<&'a [u8], Error> {
         if len > self.limits.max_array_length {
             return Err(Error::LimitExceeded {
                 offset: len_off,
@@ -162,10 +533,10 @@ impl Reader<'_, '_> {
                 max: self.limits.max_array_length as u64,
             });
         }
-        Ok(self.take(len)?.to_vec())
+        self.take(len)
     }
 
-    fn utf16(&mut self, len: usize, len_off: usize) -> Result<String, Error> {
+    fn utf16(&mut self, len: usize, len_off: usize) -> Result<Utf16Ref<'a>, Error> {
         if len % 2 != 0 {
             return Err(Error::InvalidUtf16 { offset: len_off });
         }
@@ -175,9 +546,10 @@ impl Reader<'_, '_> {
         let units = bytes
             .chunks_exact(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]));
-        char::decode_utf16(units)
-            .collect::<Result<String, _>>()
-            .map_err(|_| Error::InvalidUtf16 { offset: off })
+        if char::decode_utf16(units).any(|c| c.is_err()) {
+            return Err(Error::InvalidUtf16 { offset: off });
+        }
+        Ok(Utf16Ref(bytes))
     }
 
     fn guid(&mut self) -> Result<Guid, Error> {
@@ -211,50 +583,56 @@ impl Reader<'_, '_> {
         Ok(d)
     }
 
+    /// A list item of validated bytes (type byte already consumed).
+    pub(crate) fn text_trusted(&mut self, t: u8) -> Result<TextRef<'a>, Error> {
+        let off = self.pos;
+        self.text(t, off, true)
+    }
+
     /// Payload of the text record whose even type byte is `t` (type byte already consumed).
-    fn text(&mut self, t: u8, off: usize, in_list: bool) -> Result<Text, Error> {
+    fn text(&mut self, t: u8, off: usize, in_list: bool) -> Result<TextRef<'a>, Error> {
         Ok(match t {
-            0x80 => Text::Zero,
-            0x82 => Text::One,
-            0x84 => Text::False,
-            0x86 => Text::True,
-            0x88 => Text::Int8(i8::from_le_bytes(self.array::<1>()?)),
-            0x8A => Text::Int16(i16::from_le_bytes(self.array::<2>()?)),
-            0x8C => Text::Int32(i32::from_le_bytes(self.array::<4>()?)),
-            0x8E => Text::Int64(i64::from_le_bytes(self.array::<8>()?)),
-            0x90 => Text::Float(f32::from_le_bytes(self.array::<4>()?)),
-            0x92 => Text::Double(f64::from_le_bytes(self.array::<8>()?)),
-            0x94 => Text::Decimal(self.decimal()?),
-            0x96 => Text::DateTime(self.datetime()?),
+            0x80 => TextRef::Zero,
+            0x82 => TextRef::One,
+            0x84 => TextRef::False,
+            0x86 => TextRef::True,
+            0x88 => TextRef::Int8(i8::from_le_bytes(self.array::<1>()?)),
+            0x8A => TextRef::Int16(i16::from_le_bytes(self.array::<2>()?)),
+            0x8C => TextRef::Int32(i32::from_le_bytes(self.array::<4>()?)),
+            0x8E => TextRef::Int64(i64::from_le_bytes(self.array::<8>()?)),
+            0x90 => TextRef::Float(f32::from_le_bytes(self.array::<4>()?)),
+            0x92 => TextRef::Double(f64::from_le_bytes(self.array::<8>()?)),
+            0x94 => TextRef::Decimal(self.decimal()?),
+            0x96 => TextRef::DateTime(self.datetime()?),
             0x98 => {
                 let lo = self.pos;
-                let n = self.u8()? as usize;
-                Text::Chars8(self.utf8(n, lo)?)
+                let n = self.byte()? as usize;
+                TextRef::Chars8(self.utf8(n, lo)?)
             }
             0x9A => {
                 let lo = self.pos;
                 let n = u16::from_le_bytes(self.array::<2>()?) as usize;
-                Text::Chars16(self.utf8(n, lo)?)
+                TextRef::Chars16(self.utf8(n, lo)?)
             }
             0x9C => {
                 let lo = self.pos;
                 let n = self.len32()?;
-                Text::Chars32(self.utf8(n, lo)?)
+                TextRef::Chars32(self.utf8(n, lo)?)
             }
             0x9E => {
                 let lo = self.pos;
-                let n = self.u8()? as usize;
-                Text::Bytes8(self.bytes(n, lo)?)
+                let n = self.byte()? as usize;
+                TextRef::Bytes8(self.bytes(n, lo)?)
             }
             0xA0 => {
                 let lo = self.pos;
                 let n = u16::from_le_bytes(self.array::<2>()?) as usize;
-                Text::Bytes16(self.bytes(n, lo)?)
+                TextRef::Bytes16(self.bytes(n, lo)?)
             }
             0xA2 => {
                 let lo = self.pos;
                 let n = self.len32()?;
-                Text::Bytes32(self.bytes(n, lo)?)
+                TextRef::Bytes32(self.bytes(n, lo)?)
             }
             0xA4 => {
                 if in_list {
@@ -264,10 +642,11 @@ impl Reader<'_, '_> {
                         reason: "list nested in a list",
                     });
                 }
-                let mut items = Vec::new();
+                let start = self.pos;
+                let mut count = 0usize;
                 loop {
                     let ioff = self.pos;
-                    let b = self.u8()?;
+                    let b = self.byte()?;
                     if b == 0xA6 {
                         break;
                     }
@@ -284,48 +663,52 @@ impl Reader<'_, '_> {
                             reason: "WithEndElement text inside a list",
                         });
                     }
-                    if items.len() >= self.limits.max_array_length {
+                    if count >= self.limits.max_array_length {
                         return Err(Error::LimitExceeded {
                             offset: ioff,
                             limit: LimitKind::ArrayLength,
-                            value: items.len() as u64 + 1,
+                            value: count as u64 + 1,
                             max: self.limits.max_array_length as u64,
                         });
                     }
-                    items.push(self.text(b, ioff, true)?);
+                    self.text(b, ioff, true)?;
+                    count += 1;
                 }
-                Text::List(items)
+                TextRef::List(ListRef {
+                    bytes: &self.data[start..self.pos - 1],
+                    count,
+                })
             }
-            0xA8 => Text::Empty,
-            0xAA => Text::Dictionary(self.dict_key()?),
-            0xAC => Text::UniqueId(self.guid()?),
-            0xAE => Text::TimeSpan(TimeSpan(i64::from_le_bytes(self.array::<8>()?))),
-            0xB0 => Text::Guid(self.guid()?),
-            0xB2 => Text::UInt64(u64::from_le_bytes(self.array::<8>()?)),
-            0xB4 => Text::Bool(self.u8()?),
+            0xA8 => TextRef::Empty,
+            0xAA => TextRef::Dictionary(self.dict_key()?),
+            0xAC => TextRef::UniqueId(self.guid()?),
+            0xAE => TextRef::TimeSpan(TimeSpan(i64::from_le_bytes(self.array::<8>()?))),
+            0xB0 => TextRef::Guid(self.guid()?),
+            0xB2 => TextRef::UInt64(u64::from_le_bytes(self.array::<8>()?)),
+            0xB4 => TextRef::Bool(self.byte()?),
             0xB6 => {
                 let lo = self.pos;
-                let n = self.u8()? as usize;
-                Text::UnicodeChars8(self.utf16(n, lo)?)
+                let n = self.byte()? as usize;
+                TextRef::UnicodeChars8(self.utf16(n, lo)?)
             }
             0xB8 => {
                 let lo = self.pos;
                 let n = u16::from_le_bytes(self.array::<2>()?) as usize;
-                Text::UnicodeChars16(self.utf16(n, lo)?)
+                TextRef::UnicodeChars16(self.utf16(n, lo)?)
             }
             0xBA => {
                 let lo = self.pos;
                 let n = self.len32()?;
-                Text::UnicodeChars32(self.utf16(n, lo)?)
+                TextRef::UnicodeChars32(self.utf16(n, lo)?)
             }
             0xBC => {
                 let po = self.pos;
-                let p = self.u8()?;
+                let p = self.byte()?;
                 let prefix = PrefixLetter::new(p).ok_or(Error::InvalidValue {
                     offset: po,
                     reason: "QName prefix index above 25",
                 })?;
-                Text::QNameDictionary {
+                TextRef::QNameDictionary {
                     prefix,
                     name: self.dict_key()?,
                 }
@@ -347,9 +730,9 @@ impl Reader<'_, '_> {
     }
 
     /// Attribute value: exactly one even text record.
-    fn attribute_value(&mut self) -> Result<Text, Error> {
+    fn attribute_value(&mut self) -> Result<TextRef<'a>, Error> {
         let off = self.pos;
-        let b = self.u8()?;
+        let b = self.byte()?;
         if !(0x80..=0xBD).contains(&b) || b == 0xA5 || b == 0xA7 {
             return Err(Error::InvalidRecord {
                 offset: off,
@@ -366,44 +749,45 @@ impl Reader<'_, '_> {
         self.text(b, off, false)
     }
 
-    fn element_body(&mut self, b: u8) -> Result<Element, Error> {
+    #[inline]
+    fn element_body(&mut self, b: u8) -> Result<ElementRef<'a>, Error> {
         Ok(match b {
-            0x40 => Element::Short {
+            0x40 => ElementRef::Short {
                 name: self.string()?,
             },
             0x41 => {
                 let prefix = self.string()?;
-                Element::Prefixed {
+                ElementRef::Prefixed {
                     prefix,
                     name: self.string()?,
                 }
             }
-            0x42 => Element::ShortDictionary {
+            0x42 => ElementRef::ShortDictionary {
                 name: self.dict_key()?,
             },
             0x43 => {
                 let prefix = self.string()?;
-                Element::Dictionary {
+                ElementRef::Dictionary {
                     prefix,
                     name: self.dict_key()?,
                 }
             }
-            0x44..=0x5D => Element::PrefixDictionary {
+            0x44..=0x5D => ElementRef::PrefixDictionary {
                 prefix: letter(b - 0x44),
                 name: self.dict_key()?,
             },
-            _ => Element::PrefixLetter {
+            _ => ElementRef::PrefixLetter {
                 prefix: letter(b.saturating_sub(0x5E)),
                 name: self.string()?,
             },
         })
     }
 
-    fn attribute_body(&mut self, b: u8) -> Result<Attribute, Error> {
+    fn attribute_body(&mut self, b: u8) -> Result<AttributeRef<'a>, Error> {
         Ok(match b {
             0x04 => {
                 let name = self.string()?;
-                Attribute::Short {
+                AttributeRef::Short {
                     name,
                     value: self.attribute_value()?,
                 }
@@ -411,7 +795,7 @@ impl Reader<'_, '_> {
             0x05 => {
                 let prefix = self.string()?;
                 let name = self.string()?;
-                Attribute::Prefixed {
+                AttributeRef::Prefixed {
                     prefix,
                     name,
                     value: self.attribute_value()?,
@@ -419,7 +803,7 @@ impl Reader<'_, '_> {
             }
             0x06 => {
                 let name = self.dict_key()?;
-                Attribute::ShortDictionary {
+                AttributeRef::ShortDictionary {
                     name,
                     value: self.attribute_value()?,
                 }
@@ -427,33 +811,33 @@ impl Reader<'_, '_> {
             0x07 => {
                 let prefix = self.string()?;
                 let name = self.dict_key()?;
-                Attribute::Dictionary {
+                AttributeRef::Dictionary {
                     prefix,
                     name,
                     value: self.attribute_value()?,
                 }
             }
-            0x08 => Attribute::ShortXmlns { ns: self.string()? },
+            0x08 => AttributeRef::ShortXmlns { ns: self.string()? },
             0x09 => {
                 let prefix = self.string()?;
-                Attribute::Xmlns {
+                AttributeRef::Xmlns {
                     prefix,
                     ns: self.string()?,
                 }
             }
-            0x0A => Attribute::ShortDictionaryXmlns {
+            0x0A => AttributeRef::ShortDictionaryXmlns {
                 ns: self.dict_key()?,
             },
             0x0B => {
                 let prefix = self.string()?;
-                Attribute::DictionaryXmlns {
+                AttributeRef::DictionaryXmlns {
                     prefix,
                     ns: self.dict_key()?,
                 }
             }
             0x0C..=0x25 => {
                 let name = self.dict_key()?;
-                Attribute::PrefixDictionary {
+                AttributeRef::PrefixDictionary {
                     prefix: letter(b - 0x0C),
                     name,
                     value: self.attribute_value()?,
@@ -461,7 +845,7 @@ impl Reader<'_, '_> {
             }
             _ => {
                 let name = self.string()?;
-                Attribute::PrefixLetter {
+                AttributeRef::PrefixLetter {
                     prefix: letter(b.saturating_sub(0x26)),
                     name,
                     value: self.attribute_value()?,
@@ -470,81 +854,12 @@ impl Reader<'_, '_> {
         })
     }
 
-    fn is_declared(&self, prefix: &str, own: &[String]) -> bool {
-        // Prefixes are short: a byte loop beats a memcmp call; innermost scopes first.
-        let eq = |p: &String| p.as_bytes().iter().eq(prefix.as_bytes());
-        prefix == "xml" || own.iter().any(eq) || self.scopes.iter().rev().any(|s| s.iter().any(eq))
-    }
-
-    fn check_prefix(&self, p: PrefixRef<'_>, own: &[String], off: usize) -> Result<(), Error> {
-        let mut letter_buf = [0u8; 4];
-        let s: &str = match p {
-            PrefixRef::None => return Ok(()),
-            PrefixRef::Str(s) => s,
-            PrefixRef::Letter(l) => l.as_char().encode_utf8(&mut letter_buf),
-        };
-        if s.is_empty() || self.is_declared(s, own) {
-            Ok(())
-        } else {
-            Err(Error::Malformed {
-                offset: off,
-                reason: format!("undeclared prefix '{s}'"),
-            })
-        }
-    }
-
-    /// Element record `b` (consumed, at `off`) and its attributes; checks depth, attribute
-    /// count and prefix declarations. Returns the prefixes it declares.
-    fn start_tag(
+    fn array_items(
         &mut self,
-        b: u8,
-        off: usize,
-    ) -> Result<(Element, Vec<Attribute>, Vec<String>), Error> {
-        let depth = self.scopes.len() + 1;
-        if depth > self.limits.max_depth {
-            return Err(Error::LimitExceeded {
-                offset: off,
-                limit: LimitKind::Depth,
-                value: depth as u64,
-                max: self.limits.max_depth as u64,
-            });
-        }
-        let element = self.element_body(b)?;
-        let mut attributes = Vec::new();
-        let mut declared = Vec::new();
-        let mut checks = Vec::new();
-        while let Some(ab @ 0x04..=0x3F) = self.peek() {
-            let aoff = self.pos;
-            self.pos += 1;
-            if attributes.len() >= self.limits.max_attributes {
-                return Err(Error::LimitExceeded {
-                    offset: aoff,
-                    limit: LimitKind::Attributes,
-                    value: attributes.len() as u64 + 1,
-                    max: self.limits.max_attributes as u64,
-                });
-            }
-            let a = self.attribute_body(ab)?;
-            if let Some((p, _)) = a.xmlns() {
-                declared.push(p.to_owned());
-            }
-            if a.plain().is_some() {
-                checks.push(aoff);
-            }
-            attributes.push(a);
-        }
-        self.check_prefix(element.prefix(), &declared, off)?;
-        let mut ci = checks.iter();
-        for a in &attributes {
-            if let Some((p, _, _)) = a.plain() {
-                let aoff = ci.next().copied().unwrap_or(off);
-                self.check_prefix(p, &declared, aoff)?;
-            }
-        }
-        Ok((element, attributes, declared))
-    }
-
-    fn array_items(&mut self, t: u8, count: usize, toff: usize) -> Result<ArrayItems, Error> {
+        t: u8,
+        count: usize,
+        toff: usize,
+    ) -> Result<ArrayItemsRef<'a>, Error> {
         let size = match t {
             0xB5 => 1,
             0x8B => 2,
@@ -558,206 +873,31 @@ impl Reader<'_, '_> {
                 })
             }
         };
-        // Bound the allocation by what is actually present.
         let need = count.checked_mul(size).ok_or_else(|| self.eof())?;
         if need > self.data.len() - self.pos {
             return Err(self.eof());
         }
-        macro_rules! items {
-            ($variant:ident, $ty:ty, $n:literal) => {{
-                let mut v = Vec::with_capacity(count);
-                for _ in 0..count {
-                    v.push(<$ty>::from_le_bytes(self.array::<$n>()?));
-                }
-                ArrayItems::$variant(v)
-            }};
-        }
-        Ok(match t {
-            0xB5 => ArrayItems::Bool(self.take(count)?.to_vec()),
-            0x8B => items!(Int16, i16, 2),
-            0x8D => items!(Int32, i32, 4),
-            0x8F => items!(Int64, i64, 8),
-            0x91 => items!(Float, f32, 4),
-            0x93 => items!(Double, f64, 8),
+        let start = self.pos;
+        match t {
             0x95 => {
-                let mut v = Vec::with_capacity(count);
                 for _ in 0..count {
-                    v.push(self.decimal()?);
+                    self.decimal()?;
                 }
-                ArrayItems::Decimal(v)
             }
             0x97 => {
-                let mut v = Vec::with_capacity(count);
                 for _ in 0..count {
-                    v.push(self.datetime()?);
+                    self.datetime()?;
                 }
-                ArrayItems::DateTime(v)
-            }
-            0xAF => {
-                let mut v = Vec::with_capacity(count);
-                for _ in 0..count {
-                    v.push(TimeSpan(i64::from_le_bytes(self.array::<8>()?)));
-                }
-                ArrayItems::TimeSpan(v)
             }
             _ => {
-                let mut v = Vec::with_capacity(count);
-                for _ in 0..count {
-                    v.push(self.guid()?);
-                }
-                ArrayItems::Guid(v)
+                self.take(need)?;
             }
+        }
+        Ok(ArrayItemsRef {
+            item_type: t,
+            count,
+            bytes: &self.data[start..self.pos],
         })
-    }
-
-    fn array_record(&mut self, off: usize) -> Result<(), Error> {
-        if self.scopes.is_empty() && self.root_seen {
-            return Err(Error::Malformed {
-                offset: off,
-                reason: "more than one root element".into(),
-            });
-        }
-        let eoff = self.pos;
-        let eb = self.u8()?;
-        match eb {
-            0x40..=0x77 => {}
-            0x03 => {
-                return Err(Error::UnexpectedRecord {
-                    offset: eoff,
-                    byte: eb,
-                    reason: "array nested in an array",
-                })
-            }
-            _ => {
-                return Err(Error::UnexpectedRecord {
-                    offset: eoff,
-                    byte: eb,
-                    reason: "array must start with an element record",
-                })
-            }
-        }
-        let (element, attributes, _) = self.start_tag(eb, eoff)?;
-        let endoff = self.pos;
-        let end = self.u8()?;
-        if end != 0x01 {
-            return Err(Error::UnexpectedRecord {
-                offset: endoff,
-                byte: end,
-                reason: "array element must be empty (EndElement before the item type)",
-            });
-        }
-        let toff = self.pos;
-        let t = self.u8()?;
-        let coff = self.pos;
-        let count = self.mb31()? as usize;
-        if count == 0 {
-            return Err(Error::InvalidValue {
-                offset: coff,
-                reason: "array count must be at least 1",
-            });
-        }
-        if count > self.limits.max_array_length {
-            return Err(Error::LimitExceeded {
-                offset: coff,
-                limit: LimitKind::ArrayLength,
-                value: count as u64,
-                max: self.limits.max_array_length as u64,
-            });
-        }
-        let items = self.array_items(t, count, toff)?;
-        self.root_seen = true;
-        self.records.push(Record::Array(Box::new(Array {
-            element,
-            attributes,
-            items,
-        })));
-        Ok(())
-    }
-
-    fn run(&mut self) -> Result<(), Error> {
-        while self.pos < self.data.len() {
-            let off = self.pos;
-            let b = self.u8()?;
-            match b {
-                0x01 => {
-                    if self.scopes.pop().is_none() {
-                        return Err(Error::UnexpectedRecord {
-                            offset: off,
-                            byte: b,
-                            reason: "EndElement with no open element",
-                        });
-                    }
-                    self.records.push(Record::EndElement);
-                }
-                0x02 => {
-                    let s = self.string()?;
-                    self.records.push(Record::Comment(s));
-                }
-                0x03 => self.array_record(off)?,
-                0x04..=0x3F => {
-                    return Err(Error::UnexpectedRecord {
-                        offset: off,
-                        byte: b,
-                        reason: "attribute record outside a start tag",
-                    })
-                }
-                0x40..=0x77 => {
-                    if self.scopes.is_empty() && self.root_seen {
-                        return Err(Error::Malformed {
-                            offset: off,
-                            reason: "more than one root element".into(),
-                        });
-                    }
-                    let (element, attributes, declared) = self.start_tag(b, off)?;
-                    self.records.push(Record::Element(element));
-                    self.records
-                        .extend(attributes.into_iter().map(Record::Attribute));
-                    self.scopes.push(declared);
-                    self.root_seen = true;
-                }
-                0x80..=0xBD if b != 0xA5 && b != 0xA7 => {
-                    let with_end = b & 1 != 0;
-                    let value = self.text(b & !1, off, false)?;
-                    if self.scopes.is_empty() {
-                        if with_end {
-                            return Err(Error::UnexpectedRecord {
-                                offset: off,
-                                byte: b,
-                                reason: "WithEndElement text with no open element",
-                            });
-                        }
-                        if !is_whitespace_text(&value) {
-                            return Err(Error::Malformed {
-                                offset: off,
-                                reason: "non-whitespace text outside the root element".into(),
-                            });
-                        }
-                    }
-                    if with_end {
-                        self.scopes.pop();
-                        self.records.push(Record::TextWithEndElement(value));
-                    } else {
-                        self.records.push(Record::Text(value));
-                    }
-                }
-                _ => {
-                    return Err(Error::InvalidRecord {
-                        offset: off,
-                        byte: b,
-                    })
-                }
-            }
-        }
-        if !self.scopes.is_empty() {
-            return Err(self.eof());
-        }
-        if !self.root_seen {
-            return Err(Error::Malformed {
-                offset: self.data.len(),
-                reason: "no root element".into(),
-            });
-        }
-        Ok(())
     }
 }
 

@@ -333,6 +333,7 @@ pub fn parse_guid(s: &str) -> Option<Guid> {
 }
 
 #[cfg(test)]
+#[allow(clippy::excessive_precision)] // exact binary values, written out in full on purpose
 mod tests {
     use super::*;
 

@@ -4,10 +4,11 @@
 //! non-minimal multi-byte lengths (which .NET's reader also accepts and no writer
 //! produces; re-encoding writes them minimal, so the output is then shorter). Whatever
 //! reads back renders as XML. The first byte picks plain
-//! [MC-NBFX] or an [MC-NBFSE] session message.
+//! [MC-NBFX] or an [MC-NBFSE] session message. The event reader, pulled one event at a
+//! time, yields as many events as visiting does and fails with the same error.
 use hyrelay_nbfx::{
     read_records, read_session_message, records_to_xml, write_records, write_session_message,
-    Dictionaries, Limits, SessionDictionary, XmlOptions,
+    Dictionaries, EventReader, Limits, SessionDictionary, XmlOptions,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -15,6 +16,24 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, input)) = data.split_first() else { return };
     let limits = Limits::default();
     if mode & 1 == 0 {
+        if let Ok(mut pull) = EventReader::new(input, Dictionaries::static_only(), &limits) {
+            let mut n = 0usize;
+            let pulled = loop {
+                match pull.next_event() {
+                    Ok(Some(_)) => n += 1,
+                    Ok(None) => break None,
+                    Err(e) => break Some(e),
+                }
+            };
+            let mut visit = EventReader::new(input, Dictionaries::static_only(), &limits).unwrap();
+            let mut m = 0usize;
+            let visited = visit.visit(|_| m += 1).err();
+            assert_eq!((n, &pulled), (m, &visited));
+            assert_eq!(
+                read_records(input, Dictionaries::static_only(), &limits).err(),
+                pulled
+            );
+        }
         if let Ok(recs) = read_records(input, Dictionaries::static_only(), &limits) {
             let mut out = Vec::new();
             write_records(&recs, &mut out).expect("re-encode");
