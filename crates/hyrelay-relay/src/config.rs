@@ -295,6 +295,45 @@ impl RelayConfig {
                 "[limits] control_message_bytes must be 1024..16777216".into()
             ));
         }
+        if let Some(id) = &self.gateway.id {
+            let ok = !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !ok {
+                return Err(inv(format!(
+                    "[gateway] id = \"{id}\": use 1-64 letters, digits, '-', '_' or '.'"
+                )));
+            }
+        }
+        if let Some(p) = &self.gateway.public_address {
+            let ok = (p.starts_with("ws://") || p.starts_with("wss://"))
+                && p.split("://")
+                    .nth(1)
+                    .is_some_and(|h| !h.is_empty() && !h.contains(['?', '#']));
+            if !ok {
+                return Err(inv(format!("[gateway] public_address = \"{p}\": expected ws://HOST:PORT or wss://HOST:PORT, the address listeners dial to reach this gateway")));
+            }
+        }
+        if let Some(url) = &self.store.redis {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(inv(format!(
+                    "[store] redis = \"{}\": expected redis://HOST:PORT[/DB]",
+                    crate::store::redact_url(url)
+                )));
+            }
+            if self.gateway.public_address.is_none() {
+                return Err(inv("[store] redis needs [gateway] public_address: listeners on other gateways dial it to reach senders on this one".into()));
+            }
+        }
+        if let Some(ttl) = self.store.registration_ttl {
+            if ttl < Duration::from_secs(3) || ttl > Duration::from_secs(3600) {
+                return Err(inv(
+                    "[store] registration_ttl must be between 3s and 1h".into()
+                ));
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for ns in &self.namespaces {
             if !names.insert(ns.name.to_ascii_lowercase()) {

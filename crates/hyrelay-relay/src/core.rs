@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{self, ConfigError, Limits, State};
 use crate::model::Namespace;
+use crate::store::{GatewayStore, MemoryStore, Notice, Registration};
 
 /// Seconds since 1970.
 pub fn now_secs() -> u64 {
@@ -271,6 +272,11 @@ pub struct RelayOptions {
     pub clock_skew: Duration,
     /// Response deadline for relayed HTTP (60 s in Azure).
     pub response_timeout: Duration,
+    /// This gateway's id (`[gateway] id`).
+    pub gateway_id: String,
+    /// How long a gateway waits for another to confirm that it handed a notice to its
+    /// listener before trying another listener.
+    pub relay_ack_timeout: Duration,
 }
 
 impl Default for RelayOptions {
@@ -282,6 +288,33 @@ impl Default for RelayOptions {
             public_address: None,
             clock_skew: Duration::from_secs(60),
             response_timeout: Duration::from_secs(60),
+            gateway_id: "local".into(),
+            relay_ack_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Where a sender is routed.
+pub enum Route {
+    /// A listener connected to this gateway.
+    Local(Arc<ListenerHandle>),
+    /// A listener connected to another gateway.
+    Remote(Registration),
+}
+
+impl Route {
+    /// The local listener serial, 0 for a remote one (serials start at 1).
+    pub fn serial(&self) -> u64 {
+        match self {
+            Route::Local(h) => h.serial,
+            Route::Remote(_) => 0,
+        }
+    }
+    /// For logs: the listener's tracking id and gateway.
+    pub fn describe(&self) -> String {
+        match self {
+            Route::Local(h) => format!("{} (this gateway)", h.tracking_id),
+            Route::Remote(r) => format!("{} on gateway {}", r.tracking_id, r.gateway),
         }
     }
 }
@@ -300,11 +333,26 @@ pub struct Relay {
     pub limiter: FailureLimiter,
     /// Counters.
     pub counters: Counters,
+    /// The gateway store (in-process unless several gateways share one).
+    pub store: Arc<dyn GatewayStore>,
+    /// Deliveries to other gateways waiting for their answer, by reference.
+    waiters: Mutex<HashMap<String, oneshot::Sender<Result<(), String>>>>,
 }
 
 impl Relay {
     /// Builds the relay and loads the state file.
     pub fn new(opts: RelayOptions) -> Result<Arc<Relay>, ConfigError> {
+        let store = Arc::new(MemoryStore::new(opts.gateway_id.clone()));
+        Self::with_store(opts, store, None)
+    }
+
+    /// Builds the relay on a given store; `state` (the store's run-time entities) replaces
+    /// the data directory's state file when given.
+    pub fn with_store(
+        opts: RelayOptions,
+        store: Arc<dyn GatewayStore>,
+        state: Option<State>,
+    ) -> Result<Arc<Relay>, ConfigError> {
         let r = Arc::new(Relay {
             opts,
             model: RwLock::new(Arc::new(Vec::new())),
@@ -315,8 +363,13 @@ impl Relay {
             state_stamp: Mutex::new(None),
             limiter: FailureLimiter::new(20.0, 5.0),
             counters: Counters::default(),
+            store,
+            waiters: Mutex::new(HashMap::new()),
         });
-        r.reload()?;
+        match state {
+            Some(st) => r.apply_state(&st),
+            None => r.reload()?,
+        }
         Ok(r)
     }
 
@@ -328,6 +381,51 @@ impl Relay {
     /// The namespace serving `host`.
     pub fn namespace_for(&self, host: &str) -> Option<Namespace> {
         self.model().iter().find(|n| n.serves(host)).cloned()
+    }
+
+    /// Applies run-time entities `state` (merged with the configuration's).
+    pub fn apply_state(&self, state: &State) {
+        self.apply(config::merge(self.opts.config_namespaces.clone(), state));
+    }
+
+    /// The run-time state: the shared store's when there is one, else the data directory's.
+    pub async fn load_state(&self) -> Result<State, String> {
+        if self.store.shared() {
+            return self
+                .store
+                .load_state()
+                .await
+                .map(Option::unwrap_or_default)
+                .map_err(|e| e.to_string());
+        }
+        match &self.opts.data_dir {
+            Some(d) => State::load(d).map_err(|e| e.to_string()),
+            None => Err("this relay keeps no data directory: run-time management is off".into()),
+        }
+    }
+
+    /// Saves and applies the run-time state; with a shared store every gateway applies it.
+    pub async fn save_state(&self, state: &State) -> Result<(), String> {
+        if self.store.shared() {
+            self.store
+                .save_state(state)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.apply_state(state);
+            return Ok(());
+        }
+        match &self.opts.data_dir {
+            Some(d) => {
+                state.save(d).map_err(|e| e.to_string())?;
+                self.reload().map_err(|e| e.to_string())
+            }
+            None => Err("this relay keeps no data directory: run-time management is off".into()),
+        }
+    }
+
+    /// True when run-time management can keep what it changes.
+    pub fn can_manage(&self) -> bool {
+        self.store.shared() || self.opts.data_dir.is_some()
     }
 
     /// Re-reads the state file and applies the result: listeners of deleted hybrid
@@ -351,6 +449,10 @@ impl Relay {
 
     /// Reloads if the state file changed on disk (called periodically).
     pub fn reload_if_changed(&self) -> Result<bool, ConfigError> {
+        if self.store.shared() {
+            // The store's state arrives by notice instead.
+            return Ok(false);
+        }
         let Some(d) = &self.opts.data_dir else {
             return Ok(false);
         };
@@ -509,6 +611,282 @@ impl Relay {
     pub fn drop_request(&self, id: &str) {
         if let Ok(mut r) = self.requests.lock() {
             r.remove(id);
+        }
+    }
+
+    /// This gateway's registration for listener `h`.
+    pub fn registration(&self, h: &ListenerHandle) -> Registration {
+        Registration {
+            gateway: self.store.gateway_id().to_string(),
+            instance: self.store.instance().to_string(),
+            serial: h.serial,
+            tracking_id: h.tracking_id.clone(),
+        }
+    }
+
+    /// Publishes a new listener to the shared store (in the background).
+    pub fn announce(self: &Arc<Self>, h: &ListenerHandle) {
+        if !self.store.shared() {
+            return;
+        }
+        let relay = self.clone();
+        let regs = vec![(h.entity.clone(), self.registration(h))];
+        tokio::spawn(async move {
+            if let Err(e) = relay.store.refresh(&regs).await {
+                tracing::warn!(entity = %regs[0].0, "listener not published to the gateway store yet: {e}");
+            }
+        });
+    }
+
+    /// Withdraws a listener from the shared store (in the background).
+    pub fn withdraw(self: &Arc<Self>, h: &ListenerHandle) {
+        if !self.store.shared() {
+            return;
+        }
+        let relay = self.clone();
+        let entity = h.entity.clone();
+        let reg = self.registration(h);
+        tokio::spawn(async move {
+            if let Err(e) = relay.store.unregister(&entity, &reg).await {
+                tracing::warn!(entity = %entity, "listener not withdrawn from the gateway store (it expires within the TTL): {e}");
+            }
+        });
+    }
+
+    /// Listeners of `entity` on every gateway (this one's from memory, the others' from
+    /// the store; if the store fails, this gateway's alone).
+    pub async fn all_listeners(
+        &self,
+        entity: &str,
+    ) -> (Vec<Arc<ListenerHandle>>, Vec<Registration>) {
+        let local = self.listeners_of(entity);
+        if !self.store.shared() {
+            return (local, Vec::new());
+        }
+        let own = self.store.gateway_id();
+        let remote = match self.store.listeners(entity).await {
+            Ok(v) => v.into_iter().filter(|r| r.gateway != own).collect(),
+            Err(e) => {
+                tracing::debug!(
+                    entity,
+                    "gateway store lookup failed, routing to this gateway's listeners only: {e}"
+                );
+                Vec::new()
+            }
+        };
+        (local, remote)
+    }
+
+    /// Picks a listener on any gateway, at random, honouring allow/deny lists of tracking
+    /// ids; `skip` holds remote registrations that already failed for this sender.
+    pub async fn route(
+        &self,
+        entity: &str,
+        allowed: Option<&[String]>,
+        disallowed: Option<&[String]>,
+        skip: &[Registration],
+    ) -> Option<Route> {
+        let ok = |id: &str| {
+            let id = id.split('_').next().unwrap_or("");
+            allowed.is_none_or(|a| a.iter().any(|x| x.eq_ignore_ascii_case(id)))
+                && disallowed.is_none_or(|d| !d.iter().any(|x| x.eq_ignore_ascii_case(id)))
+        };
+        let (local, remote) = self.all_listeners(entity).await;
+        let mut candidates: Vec<Route> = local
+            .into_iter()
+            .filter(|h| ok(&h.tracking_id))
+            .map(Route::Local)
+            .collect();
+        candidates.extend(
+            remote
+                .into_iter()
+                .filter(|r| ok(&r.tracking_id) && !skip.contains(r))
+                .map(Route::Remote),
+        );
+        if candidates.is_empty() {
+            return None;
+        }
+        let pick = rand::Rng::gen_range(&mut rand::thread_rng(), 0..candidates.len());
+        let r = candidates.swap_remove(pick);
+        if let Route::Local(h) = &r {
+            h.routed.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(r)
+    }
+
+    /// Hands control message `message` to the listener `route` names: written to its
+    /// control channel here, or sent to its gateway, which confirms. An error says why
+    /// the listener could not be reached (the caller tries another).
+    pub async fn offer(&self, entity: &str, route: &Route, message: &str) -> Result<(), String> {
+        match route {
+            Route::Local(h) => h
+                .writer
+                .lock()
+                .await
+                .text(message)
+                .await
+                .map_err(|e| format!("the listener's control channel failed: {e}")),
+            Route::Remote(reg) => {
+                let reference = new_nonce();
+                let (tx, rx) = oneshot::channel();
+                if let Ok(mut w) = self.waiters.lock() {
+                    w.insert(reference.clone(), tx);
+                }
+                let notice = Notice::Deliver {
+                    from: self.store.gateway_id().to_string(),
+                    reference: reference.clone(),
+                    entity: entity.to_string(),
+                    instance: reg.instance.clone(),
+                    serial: reg.serial,
+                    message: message.to_string(),
+                };
+                let sent = self.store.notify(&reg.gateway, &notice).await;
+                let forget = || {
+                    if let Ok(mut w) = self.waiters.lock() {
+                        w.remove(&reference);
+                    }
+                };
+                match sent {
+                    Err(e) => {
+                        forget();
+                        return Err(e.to_string());
+                    }
+                    Ok(false) => {
+                        forget();
+                        // Nobody listens on that gateway's channel: it is gone. Drop its
+                        // registration now rather than wait for the TTL.
+                        let _ = self.store.unregister(entity, reg).await;
+                        return Err(format!("gateway {} is gone", reg.gateway));
+                    }
+                    Ok(true) => {}
+                }
+                match tokio::time::timeout(self.opts.relay_ack_timeout, rx).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(_)) => Err("the delivery was dropped".into()),
+                    Err(_) => {
+                        forget();
+                        Err(format!(
+                            "gateway {} did not confirm within {:?}",
+                            reg.gateway, self.opts.relay_ack_timeout
+                        ))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Acts on a notice from another gateway.
+    pub async fn handle_notice(self: &Arc<Self>, n: Notice) {
+        match n {
+            Notice::Deliver {
+                from,
+                reference,
+                entity,
+                instance,
+                serial,
+                message,
+            } => {
+                let target = (instance == self.store.instance())
+                    .then(|| {
+                        self.listeners_of(&entity)
+                            .into_iter()
+                            .find(|h| h.serial == serial)
+                    })
+                    .flatten();
+                let answer = match target {
+                    None => Notice::Undeliverable {
+                        reference,
+                        reason: format!(
+                            "listener {serial} of {entity} is not connected to gateway {}",
+                            self.store.gateway_id()
+                        ),
+                    },
+                    Some(h) => {
+                        h.routed.fetch_add(1, Ordering::Relaxed);
+                        match h.writer.lock().await.text(&message).await {
+                            Ok(()) => Notice::Ack { reference },
+                            Err(e) => Notice::Undeliverable {
+                                reference,
+                                reason: format!("the listener's control channel failed: {e}"),
+                            },
+                        }
+                    }
+                };
+                if let Err(e) = self.store.notify(&from, &answer).await {
+                    tracing::warn!(to = %from, "could not answer a delivery: {e}");
+                }
+            }
+            Notice::Ack { reference } => {
+                if let Some(tx) = self
+                    .waiters
+                    .lock()
+                    .ok()
+                    .and_then(|mut w| w.remove(&reference))
+                {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+            Notice::Undeliverable { reference, reason } => {
+                if let Some(tx) = self
+                    .waiters
+                    .lock()
+                    .ok()
+                    .and_then(|mut w| w.remove(&reference))
+                {
+                    let _ = tx.send(Err(reason));
+                }
+            }
+            Notice::Ping { .. } => {}
+            Notice::StateChanged { from } => {
+                if from == self.store.gateway_id() {
+                    return;
+                }
+                match self.store.load_state().await {
+                    Ok(st) => {
+                        self.apply_state(&st.unwrap_or_default());
+                        tracing::info!(by = %from, "entities changed on another gateway: applied");
+                    }
+                    Err(e) => tracing::warn!(
+                        "entities changed on gateway {from} but could not be read: {e}"
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Keeps this gateway's registrations alive in the store and answers notices from
+    /// other gateways; runs for the life of the gateway.
+    pub async fn run_gateway(self: Arc<Self>, mut notices: mpsc::UnboundedReceiver<Notice>) {
+        let period = self.store.ttl() / 3;
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                n = notices.recv() => {
+                    let Some(n) = n else { return };
+                    let relay = self.clone();
+                    tokio::spawn(async move { relay.handle_notice(n).await });
+                }
+                _ = tick.tick() => {
+                    let regs: Vec<(String, Registration)> = self
+                        .listeners
+                        .lock()
+                        .map(|l| {
+                            l.values()
+                                .flatten()
+                                .map(|h| (h.entity.clone(), self.registration(h)))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let relay = self.clone();
+                    // A slow store must not hold up notices.
+                    tokio::spawn(async move {
+                        if let Err(e) = relay.store.refresh(&regs).await {
+                            tracing::debug!("refresh failed: {e}");
+                        }
+                    });
+                }
+            }
         }
     }
 

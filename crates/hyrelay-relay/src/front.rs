@@ -25,6 +25,7 @@ use hyrelay_ws::OpCode;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::core::Route;
 use crate::core::{
     entity_key, new_guid, new_nonce, now_secs, AcceptOutcome, Delivery, PendingAccept,
     PendingRequest, Relay, ResponseBody,
@@ -279,6 +280,22 @@ async fn dispatch(relay: Arc<Relay>, conn: ConnInfo, req: Request<Incoming>) -> 
     }
 }
 
+/// Where the listener `route` names must dial for a rendezvous with a sender on this
+/// gateway: the address it reached us by, or this gateway's public address when it is
+/// connected to another gateway.
+fn rendezvous_base(relay: &Relay, route: &Route) -> String {
+    match route {
+        Route::Local(h) => h.base.clone(),
+        Route::Remote(_) => relay
+            .opts
+            .public_address
+            .as_deref()
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_string(),
+    }
+}
+
 fn base_address(relay: &Relay, conn: &ConnInfo, host: &str) -> String {
     match &relay.opts.public_address {
         Some(p) => p.trim_end_matches('/').to_string(),
@@ -310,7 +327,12 @@ async fn listen(
         Err(e) => return auth_failure(&relay, &conn, &t, &e, &host, &hc.name),
     };
     let entity = entity_key(&ns.name, &hc.name);
-    let n = relay.listener_count(&entity);
+    let n = if relay.store.shared() {
+        let (local, remote) = relay.all_listeners(&entity).await;
+        local.len() + remote.len()
+    } else {
+        relay.listener_count(&entity)
+    };
     if n >= relay.opts.limits.listeners_per_entity {
         relay.counters.refused.fetch_add(1, Ordering::Relaxed);
         return reply(403, &format!("Quota exceeded: hybrid connection '{}' already has {n} listeners (the limit is {})", hc.name, relay.opts.limits.listeners_per_entity));
@@ -368,57 +390,69 @@ async fn connect(
     };
     let entity = entity_key(&ns.name, &hc.name);
     let (allowed, disallowed) = listener_filters(req.headers());
-    let Some(listener) = relay.pick_listener(&entity, allowed.as_deref(), disallowed.as_deref())
-    else {
-        relay.counters.refused.fetch_add(1, Ordering::Relaxed);
-        return reply(
-            404,
-            &format!(
-                "There are no listeners connected for the endpoint. Entity: {}",
-                entity_uri(&host, &hc.name)
-            ),
-        );
-    };
     let id = t.id.clone().unwrap_or_else(new_guid);
-    let nonce = new_nonce();
     let q = if t.app_query.is_empty() {
         String::new()
     } else {
         format!("{}&", t.app_query)
     };
-    let address = format!(
-        "{}/$hc{}?{}sb-hc-action=accept&sb-hc-id={}&sb-hc-nonce={}",
-        listener.base,
-        t.raw_path,
-        q,
-        encode_component(&id),
-        nonce
-    );
-    let msg = encode_accept(&Accept {
-        address,
-        id: id.clone(),
-        connect_headers: headers_json(req.headers(), &["servicebusauthorization"]),
-        remote_endpoint: RemoteEndpoint {
-            address: conn.remote.ip().to_string(),
-            port: conn.remote.port(),
-        },
-    });
-    let (tx, rx) = oneshot::channel();
     let timeout = relay.opts.limits.accept_timeout;
-    relay.add_accept(
-        nonce.clone(),
-        PendingAccept {
+    let mut failed = Vec::new();
+    let (nonce, rx) = loop {
+        let Some(route) = relay
+            .route(&entity, allowed.as_deref(), disallowed.as_deref(), &failed)
+            .await
+        else {
+            relay.counters.refused.fetch_add(1, Ordering::Relaxed);
+            return reply(
+                404,
+                &format!(
+                    "There are no listeners connected for the endpoint. Entity: {}",
+                    entity_uri(&host, &hc.name)
+                ),
+            );
+        };
+        let nonce = new_nonce();
+        let address = format!(
+            "{}/$hc{}?{}sb-hc-action=accept&sb-hc-id={}&sb-hc-nonce={}",
+            rendezvous_base(&relay, &route),
+            t.raw_path,
+            q,
+            encode_component(&id),
+            nonce
+        );
+        let msg = encode_accept(&Accept {
+            address,
             id: id.clone(),
-            entity: entity.clone(),
-            listener: listener.serial,
-            tx,
-            expires: Instant::now() + timeout,
-        },
-    );
-    if let Err(e) = listener.writer.lock().await.text(&msg).await {
-        relay.drop_accept(&nonce);
-        return reply(502, &format!("The listener's control channel failed: {e}"));
-    }
+            connect_headers: headers_json(req.headers(), &["servicebusauthorization"]),
+            remote_endpoint: RemoteEndpoint {
+                address: conn.remote.ip().to_string(),
+                port: conn.remote.port(),
+            },
+        });
+        let (tx, rx) = oneshot::channel();
+        relay.add_accept(
+            nonce.clone(),
+            PendingAccept {
+                id: id.clone(),
+                entity: entity.clone(),
+                listener: route.serial(),
+                tx,
+                expires: Instant::now() + timeout,
+            },
+        );
+        match relay.offer(&entity, &route, &msg).await {
+            Ok(()) => break (nonce, rx),
+            Err(e) => {
+                relay.drop_accept(&nonce);
+                tracing::info!(entity = %entity, id = %id, "listener {} unreachable, trying another: {e}", route.describe());
+                match route {
+                    Route::Remote(r) if failed.len() < 4 => failed.push(r),
+                    _ => return reply(502, &format!("The listener could not be reached: {e}")),
+                }
+            }
+        }
+    };
     let sender_up = hyper::upgrade::on(&mut req);
     match tokio::time::timeout(timeout, rx).await {
         Err(_) => {
@@ -625,7 +659,9 @@ async fn http_request(
     let entity = entity_key(&ns.name, &hc.name);
     let (allowed, disallowed) = listener_filters(req.headers());
     let filtered = allowed.is_some() || disallowed.is_some();
-    let Some(listener) = relay.pick_listener(&entity, allowed.as_deref(), disallowed.as_deref())
+    let Some(route) = relay
+        .route(&entity, allowed.as_deref(), disallowed.as_deref(), &[])
+        .await
     else {
         relay.counters.refused.fetch_add(1, Ordering::Relaxed);
         if filtered && relay.listener_count(&entity) > 0 {
@@ -656,7 +692,9 @@ async fn http_request(
     let id = new_guid();
     let address = format!(
         "{}/$hc/{}?sb-hc-action=request&sb-hc-id={}",
-        listener.base, hc.name, id
+        rendezvous_base(&relay, &route),
+        hc.name,
+        id
     );
     let full_request = |has_body: bool| {
         encode_request(&HcRequest {
@@ -698,41 +736,48 @@ async fn http_request(
         }
     }
     let json_len = full_request(true).len();
-    let use_control = complete && prefix.len() + json_len <= limit;
+    // Another gateway's listener always fetches the request over a rendezvous socket to
+    // this gateway: only the short notice crosses the store.
+    let remote = matches!(route, Route::Remote(_));
+    let use_control = !remote && complete && prefix.len() + json_len <= limit;
     let (tx, rx) = oneshot::channel();
     let pending = Arc::new(PendingRequest {
         id: id.clone(),
         entity: entity.clone(),
-        listener: listener.serial,
+        listener: route.serial(),
         delivery: Mutex::new(None),
         response: Mutex::new(Some(tx)),
     });
     relay.add_request(pending.clone());
-    let sent = if use_control {
-        let has_body = !prefix.is_empty();
-        let mut w = listener.writer.lock().await;
-        let r = w.text(&full_request(has_body)).await;
-        match (r, has_body) {
-            (Ok(()), true) => w.frame(true, OpCode::Binary, &prefix).await,
-            (r, _) => r,
+    let sent = match (&route, use_control) {
+        (Route::Local(listener), true) => {
+            let has_body = !prefix.is_empty();
+            let mut w = listener.writer.lock().await;
+            let r = w.text(&full_request(has_body)).await;
+            match (r, has_body) {
+                (Ok(()), true) => w.frame(true, OpCode::Binary, &prefix).await,
+                (r, _) => r,
+            }
+            .map_err(|e| format!("the listener's control channel failed: {e}"))
         }
-    } else {
-        let has_body = !prefix.is_empty() || !complete;
-        if let Ok(mut d) = pending.delivery.lock() {
-            *d = Some(Delivery {
-                json: full_request(has_body),
-                prefix: prefix.freeze(),
-                rest: if complete { None } else { Some(body) },
-                has_body,
-            });
+        _ => {
+            let has_body = !prefix.is_empty() || !complete;
+            if let Ok(mut d) = pending.delivery.lock() {
+                *d = Some(Delivery {
+                    json: full_request(has_body),
+                    prefix: prefix.freeze(),
+                    rest: if complete { None } else { Some(body) },
+                    has_body,
+                });
+            }
+            let notice = encode_request(&HcRequest::notice(address.clone(), id.clone()));
+            relay.offer(&entity, &route, &notice).await
         }
-        let notice = encode_request(&HcRequest::notice(address.clone(), id.clone()));
-        let r = listener.writer.lock().await.text(&notice).await;
-        r
     };
     if let Err(e) = sent {
         relay.drop_request(&id);
-        return reply(502, &format!("The listener's control channel failed: {e}"));
+        tracing::info!(entity = %entity, "relayed request: listener {} unreachable: {e}", route.describe());
+        return reply(502, &format!("The listener could not be reached: {e}"));
     }
     let start = match tokio::time::timeout(relay.opts.response_timeout, rx).await {
         Err(_) => {

@@ -8,5 +8,6 @@ pub mod mgmt;
 pub mod model;
 pub mod server;
 pub mod socket;
+pub mod store;
 
-pub use crate::core::{Relay, RelayOptions};
+pub use crate::core::{Relay, RelayOptions, Route};

@@ -424,15 +424,15 @@ pub async fn handle(
     if head == "status" && method == Method::GET {
         return json_reply(200, status_json(&relay));
     }
-    let Some(dir) = relay.opts.data_dir.clone() else {
+    if !relay.can_manage() {
         return reply(
             501,
-            "this relay keeps no data directory: run-time management is off",
+            "this relay keeps no data directory and no shared store: run-time management is off",
         );
-    };
-    let mut state = match State::load(&dir) {
+    }
+    let mut state = match relay.load_state().await {
         Ok(s) => s,
-        Err(e) => return reply(500, &e.to_string()),
+        Err(e) => return reply(500, &e),
     };
     let merged = relay.model();
     let mut ops = Ops {
@@ -513,11 +513,8 @@ pub async fn handle(
     match result {
         Ok((status, v, changed)) => {
             if changed {
-                if let Err(e) = state.save(&dir) {
-                    return reply(500, &e.to_string());
-                }
-                if let Err(e) = relay.reload() {
-                    return reply(500, &e.to_string());
+                if let Err(e) = relay.save_state(&state).await {
+                    return reply(500, &e);
                 }
             }
             json_reply(status, v)

@@ -106,6 +106,7 @@ pub async fn run_control(relay: Arc<Relay>, up: Upgraded, meta: ListenMeta) {
         return;
     }
     relay.counters.listens.fetch_add(1, Ordering::Relaxed);
+    relay.announce(&handle);
     tracing::info!(entity = %meta.entity, listener = %meta.tracking_id, remote = %meta.remote, "listener connected");
     let outcome = serve(
         &relay,
@@ -116,6 +117,7 @@ pub async fn run_control(relay: Arc<Relay>, up: Upgraded, meta: ListenMeta) {
     )
     .await;
     relay.unregister(handle.serial, &handle.entity);
+    relay.withdraw(&handle);
     match outcome {
         Ok(()) => {
             tracing::info!(entity = %meta.entity, listener = %meta.tracking_id, "listener disconnected")

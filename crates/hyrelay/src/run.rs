@@ -10,6 +10,7 @@ use hyrelay_net::tls;
 use hyrelay_relay::config::{RelayConfig, State};
 use hyrelay_relay::model::{Namespace, Rule};
 use hyrelay_relay::server::{serve, watch_state, Endpoint};
+use hyrelay_relay::store::{redact_url, GatewayStore, RedisStore};
 use hyrelay_relay::{Relay, RelayOptions};
 
 /// Name of the namespace `hyrelay up` creates.
@@ -144,9 +145,6 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
         );
         return Ok(());
     }
-    if cfg.store.redis.is_some() {
-        bail!("{}: [store] redis is not supported by this build yet (scale-out is issue #8); remove it to run one gateway", a.config.display());
-    }
     if cfg.wcf_relay.is_some() {
         bail!(
             "{}: [wcf_relay] is not supported by this build yet (the WCF Relay face is issue #7)",
@@ -169,13 +167,51 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
             Some(tls::server_config(c, k)?)
         }
     };
-    let relay = Relay::new(RelayOptions {
+    let first_port = cfg
+        .listen
+        .https
+        .or(cfg.listen.http)
+        .map(|a| a.port())
+        .unwrap_or(0);
+    let gateway_id = cfg.gateway.id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "gateway".into());
+        format!("{host}-{first_port}")
+    });
+    let opts = RelayOptions {
         limits: cfg.limits.clone(),
         data_dir,
         config_namespaces: namespaces,
         public_address: cfg.gateway.public_address.clone(),
+        gateway_id: gateway_id.clone(),
         ..Default::default()
-    })?;
+    };
+    let (relay, notices) = match &cfg.store.redis {
+        None => (Relay::new(opts)?, None),
+        Some(url) => {
+            let ttl = cfg
+                .store
+                .registration_ttl
+                .unwrap_or(std::time::Duration::from_secs(30));
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let store = RedisStore::connect(url, &gateway_id, ttl, tx)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e}", a.config.display()))?;
+            let state = store
+                .load_state()
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e}", a.config.display()))?
+                .unwrap_or_default();
+            tracing::info!(gateway = %gateway_id, store = %redact_url(url), ttl = ?ttl, "gateway joined the shared store");
+            (Relay::with_store(opts, store, Some(state))?, Some(rx))
+        }
+    };
+    if let Some(rx) = notices {
+        tokio::spawn(relay.clone().run_gateway(rx));
+    }
     let mut eps = Vec::new();
     if let Some(addr) = cfg.listen.http {
         eps.push(Endpoint::bind(addr, None).await?);
