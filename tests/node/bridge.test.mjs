@@ -232,7 +232,7 @@ test('relay restart: the -T listener reconnects and serves new connections', { t
   await new Promise((r) => relay.child.once('exit', r));
   const failed = await transfer({ port: lp, host: '127.0.0.1' }, Buffer.from('during')).then((b) => b.length, () => -1);
   assert.ok(failed <= 0, 'no data may arrive while the relay is down');
-  const again = spawn(BIN, ['up', '--data-dir', dataDir, '--http-port', String(httpPort), '--https-port', String(httpsPort)], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HYRELAY_LOG: 'warn' } });
+  const again = spawn(BIN, ['up', '--data-dir', dataDir, '--http-port', String(httpPort), '--https-port', String(httpsPort), '--management-port', '0'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HYRELAY_LOG: 'warn' } });
   children.push(again);
   relay.child = again;
   const t0 = Date.now();

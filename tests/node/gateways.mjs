@@ -69,7 +69,7 @@ registration_ttl = "${ttl}"
 accept_timeout = "5s"
 [[namespaces]]
 name = "contoso"
-hosts = ["${host}", "localhost", "127.0.0.1", "10.77.0.1", "10.77.0.2"]
+hosts = [${[...new Set([host, "localhost", "127.0.0.1", "10.77.0.1", "10.77.0.2"])].map((h) => `"${h}"`).join(", ")}]
   [[namespaces.rules]]
   name = "RootManageSharedAccessKey"
   rights = ["listen", "send", "manage"]

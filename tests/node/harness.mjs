@@ -16,7 +16,7 @@ export const KEYNAME = 'RootManageSharedAccessKey';
 
 export async function startRelay({ httpsPort = 0, httpPort = 0, env = {} } = {}) {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hyrelay-test-'));
-  const child = spawn(BIN, ['up', '--data-dir', dataDir, '--http-port', String(httpPort), '--https-port', String(httpsPort)],
+  const child = spawn(BIN, ['up', '--data-dir', dataDir, '--http-port', String(httpPort), '--https-port', String(httpsPort), '--management-port', '0'],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HYRELAY_LOG: process.env.HYRELAY_LOG || 'warn', ...env } });
   let out = '';
   let err = '';

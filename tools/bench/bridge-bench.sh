@@ -27,7 +27,7 @@ wait_for "$TMP/sink.log" "sink ready"
 run "127.0.0.1:$SINK" direct
 
 # hyrelay: both ends dial out to the relay
-"$BIN" up --data-dir "$TMP/relay" --http-port 0 --https-port 0 > "$TMP/relay.log" 2>&1 & RELAY=$!; PIDS+=("$RELAY")
+"$BIN" up --data-dir "$TMP/relay" --http-port 0 --https-port 0 --management-port 0 > "$TMP/relay.log" 2>&1 & RELAY=$!; PIDS+=("$RELAY")
 wait_for "$TMP/relay.log" "hyrelay ready"
 CS=$(grep -m1 "plain (ws" "$TMP/relay.log" | sed 's/.*Endpoint=/Endpoint=/')
 "$BIN" hyco create bench --data-dir "$TMP/relay" > /dev/null; sleep 1.2

@@ -21,7 +21,7 @@ trap cleanup EXIT
 wait_for() { for _ in $(seq 1 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.2; done; echo "timeout waiting for $2 in $1" >&2; cat "$1" >&2; exit 1; }
 
 "$PEER/run-service.sh" "$BASE" tcp > "$TMP/svc.log" 2>&1 & PIDS+=("$!")
-"$BIN" up --data-dir "$TMP/relay" --http-port $((BASE + 10)) --https-port $((BASE + 11)) > "$TMP/relay.log" 2>&1 & PIDS+=("$!")
+"$BIN" up --data-dir "$TMP/relay" --http-port $((BASE + 10)) --https-port $((BASE + 11)) --management-port 0 > "$TMP/relay.log" 2>&1 & PIDS+=("$!")
 wait_for "$TMP/svc.log" READY; wait_for "$TMP/relay.log" "hyrelay ready"
 CS=$(grep -m1 "plain (ws" "$TMP/relay.log" | sed 's/.*Endpoint=/Endpoint=/')
 "$BIN" hyco create cc --data-dir "$TMP/relay" > /dev/null; sleep 1.2

@@ -155,6 +155,20 @@ pub enum TokenError {
 }
 
 impl TokenError {
+    /// A short label for metrics (`missing`, `malformed`, `unknown_rule`,
+    /// `invalid_signature`, `expired`, `wrong_audience`, `missing_right`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TokenError::Missing => "missing",
+            TokenError::Malformed(_) => "malformed",
+            TokenError::UnknownRule(_) => "unknown_rule",
+            TokenError::InvalidSignature => "invalid_signature",
+            TokenError::Expired { .. } => "expired",
+            TokenError::WrongAudience(_) => "wrong_audience",
+            TokenError::MissingRight { .. } => "missing_right",
+        }
+    }
+
     /// 401 for missing/bad/expired tokens, 403 for wrong audience or rights.
     pub fn status(&self) -> u16 {
         match self {

@@ -191,6 +191,34 @@ pub struct Counters {
     pub bytes: AtomicU64,
     /// Relayed connections currently open.
     pub active_connections: AtomicU64,
+    /// Refused tokens by reason (see [`AUTH_REASONS`]).
+    pub auth_failures: [AtomicU64; 7],
+}
+
+/// Labels of [`Counters::auth_failures`], in order.
+pub const AUTH_REASONS: [&str; 7] = [
+    "missing",
+    "malformed",
+    "unknown_rule",
+    "invalid_signature",
+    "expired",
+    "wrong_audience",
+    "missing_right",
+];
+
+/// Traffic of one hybrid connection on this gateway.
+#[derive(Default)]
+pub struct EntityStats {
+    /// Relayed WebSocket connections established here.
+    pub connects: AtomicU64,
+    /// Relayed HTTP requests answered.
+    pub requests: AtomicU64,
+    /// Relayed connections open now.
+    pub active: AtomicU64,
+    /// Bytes from senders to listeners.
+    pub bytes_to_listener: AtomicU64,
+    /// Bytes from listeners to senders.
+    pub bytes_to_sender: AtomicU64,
 }
 
 /// Per source-and-path failure limiter: a client whose handshakes keep failing (bad token,
@@ -337,6 +365,10 @@ pub struct Relay {
     pub store: Arc<dyn GatewayStore>,
     /// Deliveries to other gateways waiting for their answer, by reference.
     waiters: Mutex<HashMap<String, oneshot::Sender<Result<(), String>>>>,
+    /// Per hybrid connection traffic.
+    stats: Mutex<HashMap<String, Arc<EntityStats>>>,
+    /// When this gateway started.
+    pub started: Instant,
 }
 
 impl Relay {
@@ -365,6 +397,8 @@ impl Relay {
             counters: Counters::default(),
             store,
             waiters: Mutex::new(HashMap::new()),
+            stats: Mutex::new(HashMap::new()),
+            started: Instant::now(),
         });
         match state {
             Some(st) => r.apply_state(&st),
@@ -887,6 +921,21 @@ impl Relay {
                     });
                 }
             }
+        }
+    }
+
+    /// Traffic counters of `entity` (created on first use).
+    pub fn stats(&self, entity: &str) -> Arc<EntityStats> {
+        match self.stats.lock() {
+            Ok(mut m) => m.entry(entity.to_string()).or_default().clone(),
+            Err(_) => Arc::new(EntityStats::default()),
+        }
+    }
+
+    /// Records a refused token.
+    pub fn auth_failed(&self, reason: &str) {
+        if let Some(i) = AUTH_REASONS.iter().position(|r| *r == reason) {
+            self.counters.auth_failures[i].fetch_add(1, Ordering::Relaxed);
         }
     }
 

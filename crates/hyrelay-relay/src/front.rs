@@ -32,6 +32,7 @@ use crate::core::{
 };
 use crate::model::{authorize, HybridConnection, Namespace};
 use crate::socket::{into_leg, run_control, run_rendezvous, ListenMeta};
+use tracing::Instrument;
 
 /// Response body type of the front-end.
 pub type Body = BoxBody<Bytes, std::io::Error>;
@@ -43,6 +44,8 @@ pub struct ConnInfo {
     pub remote: SocketAddr,
     /// Whether TLS is on.
     pub tls: bool,
+    /// Whether this is the management address (metrics, status page).
+    pub management: bool,
 }
 
 fn empty() -> Body {
@@ -183,6 +186,7 @@ fn auth_failure(
 ) -> Response<Body> {
     relay.limiter.failed(conn.remote.ip(), &t.path);
     relay.counters.refused.fetch_add(1, Ordering::Relaxed);
+    relay.auth_failed(e.reason());
     let msg = format!("{e}. Entity: {}", entity_uri(host, hc));
     tracing::info!(remote = %conn.remote, entity = %hc, status = e.status(), "refused: {e}");
     reply(e.status(), &msg)
@@ -227,6 +231,11 @@ async fn dispatch(relay: Arc<Relay>, conn: ConnInfo, req: Request<Incoming>) -> 
         .map(str::to_string)
         .or_else(|| req.uri().authority().map(|a| a.to_string()))
         .unwrap_or_default();
+    if conn.management && req.method() == http::Method::GET {
+        if let Some(r) = crate::observe::serve(&relay, &target).await {
+            return r;
+        }
+    }
     if target.starts_with("/$hyrelay/") || target == "/$hyrelay" {
         return crate::mgmt::handle(relay, conn, req, &host).await;
     }
@@ -351,12 +360,15 @@ async fn listen(
         expiry: auth.expiry,
     };
     let up = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        match up.await {
-            Ok(u) => run_control(relay, u, meta).await,
-            Err(e) => tracing::debug!("listener upgrade failed: {e}"),
+    tokio::spawn(
+        async move {
+            match up.await {
+                Ok(u) => run_control(relay, u, meta).await,
+                Err(e) => tracing::debug!("listener upgrade failed: {e}"),
+            }
         }
-    });
+        .in_current_span(),
+    );
     switching(&accept, None)
 }
 
@@ -478,6 +490,7 @@ async fn connect(
         Ok(Ok(AcceptOutcome::Accepted { protocol, upgrade })) => {
             let relay2 = relay.clone();
             let id2 = id.clone();
+            let entity2 = entity.clone();
             tokio::spawn(async move {
                 let (s, l) = tokio::join!(sender_up, upgrade);
                 let (s, l) = match (s, l) {
@@ -496,7 +509,14 @@ async fn connect(
                     .counters
                     .active_connections
                     .fetch_add(1, Ordering::Relaxed);
+                let st = relay2.stats(&entity2);
+                st.connects.fetch_add(1, Ordering::Relaxed);
+                st.active.fetch_add(1, Ordering::Relaxed);
                 let rep = hyrelay_net::splice(s, l).await;
+                st.active.fetch_sub(1, Ordering::Relaxed);
+                st.bytes_to_listener
+                    .fetch_add(rep.a_to_b, Ordering::Relaxed);
+                st.bytes_to_sender.fetch_add(rep.b_to_a, Ordering::Relaxed);
                 relay2
                     .counters
                     .active_connections
@@ -506,7 +526,7 @@ async fn connect(
                     .bytes
                     .fetch_add(rep.a_to_b + rep.b_to_a, Ordering::Relaxed);
                 tracing::debug!(id = %id2, end = ?rep.end, sent = rep.a_to_b, received = rep.b_to_a, "relayed connection ended");
-            });
+            }.in_current_span());
             switching(&accept_key, protocol.as_deref())
         }
     }
@@ -597,12 +617,15 @@ async fn rendezvous(relay: Arc<Relay>, mut req: Request<Incoming>, t: Target) ->
         Err(r) => return r,
     };
     let up = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        match up.await {
-            Ok(u) => run_rendezvous(relay, u, p).await,
-            Err(e) => tracing::debug!("rendezvous upgrade failed: {e}"),
+    tokio::spawn(
+        async move {
+            match up.await {
+                Ok(u) => run_rendezvous(relay, u, p).await,
+                Err(e) => tracing::debug!("rendezvous upgrade failed: {e}"),
+            }
         }
-    });
+        .in_current_span(),
+    );
     switching(&accept_key, None)
 }
 

@@ -6,6 +6,7 @@ pub mod core;
 pub mod front;
 pub mod mgmt;
 pub mod model;
+pub mod observe;
 pub mod server;
 pub mod socket;
 pub mod store;

@@ -11,6 +11,7 @@ use hyrelay_net::stream::tune;
 use hyrelay_net::Stream;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
 
 use crate::core::Relay;
 use crate::front::{handle, ConnInfo};
@@ -24,6 +25,8 @@ pub struct Endpoint {
     pub listener: TcpListener,
     /// TLS acceptor for https/wss.
     pub tls: Option<TlsAcceptor>,
+    /// The management address: also serves `/metrics`, `/status.json` and the status page.
+    pub management: bool,
 }
 
 impl Endpoint {
@@ -38,7 +41,15 @@ impl Endpoint {
         Ok(Endpoint {
             listener,
             tls: tls.map(TlsAcceptor::from),
+            management: false,
         })
+    }
+
+    /// Binds the management address (metrics, status page, management API).
+    pub async fn bind_management(addr: SocketAddr) -> std::io::Result<Endpoint> {
+        let mut ep = Self::bind(addr, None).await?;
+        ep.management = true;
+        Ok(ep)
     }
 
     /// The bound address.
@@ -62,38 +73,46 @@ pub async fn serve(relay: Arc<Relay>, ep: Endpoint) {
         tune(&tcp);
         let relay = relay.clone();
         let tls = ep.tls.clone();
-        tokio::spawn(async move {
-            let stream = match tls {
-                None => Stream::Plain(tcp),
-                Some(acc) => {
-                    match tokio::time::timeout(Duration::from_secs(10), acc.accept(tcp)).await {
-                        Ok(Ok(s)) => Stream::ServerTls(Box::new(s)),
-                        Ok(Err(e)) => {
-                            tracing::debug!(%remote, "TLS handshake failed: {e}");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%remote, "TLS handshake timed out");
-                            return;
+        let management = ep.management;
+        // One span per TCP connection: every line logged for it (and for the control
+        // channel or relayed connection it becomes) names the peer and gateway.
+        let span = tracing::info_span!("conn", gw = %relay.store.gateway_id(), peer = %remote);
+        tokio::spawn(
+            async move {
+                let stream = match tls {
+                    None => Stream::Plain(tcp),
+                    Some(acc) => {
+                        match tokio::time::timeout(Duration::from_secs(10), acc.accept(tcp)).await {
+                            Ok(Ok(s)) => Stream::ServerTls(Box::new(s)),
+                            Ok(Err(e)) => {
+                                tracing::debug!(%remote, "TLS handshake failed: {e}");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%remote, "TLS handshake timed out");
+                                return;
+                            }
                         }
                     }
+                };
+                let info = ConnInfo {
+                    remote,
+                    tls: stream.is_tls(),
+                    management,
+                };
+                let svc = service_fn(move |req| handle(relay.clone(), info, req));
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(30))
+                    .max_buf_size(MAX_HEAD_BYTES)
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades();
+                if let Err(e) = conn.await {
+                    tracing::debug!(%remote, "connection ended with error: {e}");
                 }
-            };
-            let info = ConnInfo {
-                remote,
-                tls: stream.is_tls(),
-            };
-            let svc = service_fn(move |req| handle(relay.clone(), info, req));
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
-                .max_buf_size(MAX_HEAD_BYTES)
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(%remote, "connection ended with error: {e}");
             }
-        });
+            .instrument(span),
+        );
     }
 }
 

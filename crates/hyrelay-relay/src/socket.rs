@@ -343,6 +343,12 @@ async fn serve(
                             relay_body(reader, w, sender, start).await?;
                         }
                         relay.counters.requests.fetch_add(1, Ordering::Relaxed);
+                        if let Some(p) = &target {
+                            relay
+                                .stats(&p.entity)
+                                .requests
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
                         if close_after_response {
                             let _ = w.lock().await.close(1000, "response complete").await;
                             return Ok(());

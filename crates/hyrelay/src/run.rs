@@ -32,6 +32,10 @@ pub struct UpArgs {
     /// Port for wss:// and https://; 0 picks a free port.
     #[arg(long, default_value_t = 9443)]
     https_port: u16,
+    /// Port of the status page (/), Prometheus metrics (/metrics) and /status.json, on
+    /// --host; 0 picks a free port. If the port is taken, the relay runs without them.
+    #[arg(long, default_value_t = 9090)]
+    management_port: u16,
 }
 
 #[derive(clap::Args)]
@@ -80,6 +84,17 @@ pub async fn up(a: UpArgs) -> Result<()> {
     let http = Endpoint::bind(SocketAddr::new(ip, a.http_port), None).await?;
     let https = Endpoint::bind(SocketAddr::new(ip, a.https_port), Some(tls_cfg)).await?;
     let (hp, sp) = (http.local_addr()?.port(), https.local_addr()?.port());
+    let mgmt = match Endpoint::bind_management(SocketAddr::new(ip, a.management_port)).await {
+        Ok(ep) => Some(ep),
+        Err(e) => {
+            tracing::warn!("status page and metrics not served: {e}; pass --management-port 0 for any free port");
+            None
+        }
+    };
+    let mp = mgmt
+        .as_ref()
+        .and_then(|m| m.local_addr().ok())
+        .map(|a| a.port());
     let root = state
         .namespaces
         .iter()
@@ -102,9 +117,14 @@ pub async fn up(a: UpArgs) -> Result<()> {
         "  add a hybrid connection:  hyrelay hyco create NAME --data-dir {}",
         a.data_dir.display()
     );
+    if let Some(mp) = mp {
+        println!("  status page:      http://{host}:{mp}/  (metrics: /metrics)");
+    }
     println!("hyrelay ready: http={host}:{hp} https={host}:{sp}");
     tracing::info!("listening on http://{host}:{hp} and https://{host}:{sp}");
-    run_servers(relay, vec![http, https]).await
+    let mut eps = vec![http, https];
+    eps.extend(mgmt);
+    run_servers(relay, eps).await
 }
 
 async fn run_servers(relay: Arc<Relay>, eps: Vec<Endpoint>) -> Result<()> {
@@ -220,7 +240,7 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
         eps.push(Endpoint::bind(addr, tls_cfg).await?);
     }
     if let Some(addr) = cfg.listen.management {
-        eps.push(Endpoint::bind(addr, None).await?);
+        eps.push(Endpoint::bind_management(addr).await?);
     }
     let addrs: Vec<String> = eps
         .iter()

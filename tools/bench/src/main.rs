@@ -414,7 +414,14 @@ async fn main() -> Result<()> {
     let mut child = tokio::process::Command::new(&a.relay_bin)
         .args(["up", "--data-dir"])
         .arg(&dir)
-        .args(["--http-port", "0", "--https-port", "0"])
+        .args([
+            "--http-port",
+            "0",
+            "--https-port",
+            "0",
+            "--management-port",
+            "0",
+        ])
         .env("HYRELAY_LOG", "warn")
         .stdout(Stdio::piped())
         .kill_on_drop(true)
