@@ -37,9 +37,9 @@ async function waitPort(port, host = '127.0.0.1', ms = 10000) {
 }
 
 // A redis-server with no persistence on a loopback port (or `bind`/`port` given).
-export async function startRedis({ port, bind = '127.0.0.1', args = [], netns } = {}) {
+export async function startRedis({ port, bind = '127.0.0.1', also = [], args = [], netns } = {}) {
   port = port || await freePort();
-  const cmd = [redisServerPath(), '--port', String(port), '--bind', bind, '--save', '', '--appendonly', 'no', '--protected-mode', 'no', ...args];
+  const cmd = [redisServerPath(), '--port', String(port), '--bind', bind, ...also, '--save', '', '--appendonly', 'no', '--protected-mode', 'no', ...args];
   const child = netns ? spawn('ip', ['netns', 'exec', netns, ...cmd], { stdio: 'ignore' }) : spawn(cmd[0], cmd.slice(1), { stdio: 'ignore' });
   if (!netns) await waitPort(port, bind);
   else await sleep(300);

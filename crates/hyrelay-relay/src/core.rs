@@ -799,6 +799,9 @@ impl Relay {
                     Ok(Err(_)) => Err("the delivery was dropped".into()),
                     Err(_) => {
                         forget();
+                        // Cut off or stuck: stop routing to this listener now. If its
+                        // gateway is merely slow, its next refresh registers it again.
+                        let _ = self.store.unregister(entity, reg).await;
                         Err(format!(
                             "gateway {} did not confirm within {:?}",
                             reg.gateway, self.opts.relay_ack_timeout
