@@ -149,3 +149,25 @@ function pngStats(buf) {
   }
   return { width, height, colours: seen.size };
 }
+
+test('hyrelay up serves the same page and metrics with its in-process store', async () => {
+  const { startRelay } = await import('./harness.mjs');
+  const relay = await startRelay();
+  try {
+    const m = relay.out().match(/status page: +http:\/\/([^/\s]+)\//);
+    assert.ok(m, relay.out());
+    const page = await (await fetch(`http://${m[1]}/`)).text();
+    assert.match(page, /<title>hyrelay status<\/title>/);
+    const s = await (await fetch(`http://${m[1]}/status.json`)).json();
+    assert.equal(s.gateway.store, 'memory');
+    assert.equal(s.gateway.store_up, true);
+    assert.deepEqual(s.namespaces.map((n) => n.name), ['hyrelay']);
+    const metrics = await (await fetch(`http://${m[1]}/metrics`)).text();
+    assert.match(metrics, /hyrelay_store_up\{gateway="local",store="memory"\} 1/);
+    // The relay ports themselves do not serve the page.
+    const r = await fetch(`http://${relay.ns}/metrics`);
+    assert.equal(r.status, 404);
+  } finally {
+    await relay.stop();
+  }
+});

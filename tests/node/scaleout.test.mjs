@@ -214,6 +214,9 @@ test('bad store settings fail fast with a message naming the key', async () => {
   assert.match(r.stderr, /\[store\] redis needs \[gateway\] public_address/);
   r = relayFails(gatewayConfig({ dir: '@DIR@', id: 'gw-x', port, redis: redis.url }).replace('[store]', '[store]\nredis_url = "x"'));
   assert.match(r.stderr, /redis_url/);
+  // A public address nobody answers on (a free port, not this gateway's).
+  r = relayFails(gatewayConfig({ dir: '@DIR@', id: 'gw-x', port, redis: redis.url }).replace(/public_address = .*\n/, `public_address = "ws://127.0.0.1:${dead}"\n`));
+  assert.match(r.stderr, /\[gateway\] public_address = "ws:\/\/127\.0\.0\.1:\d+" is not reachable from this gateway/);
   // A database written by another layout version.
   redis.cli('-n', '5', 'SET', 'hyrelay:schema', '99');
   r = relayFails(gatewayConfig({ dir: '@DIR@', id: 'gw-x', port, redis: `${redis.url}/5` }));

@@ -145,6 +145,35 @@ async fn run_servers(relay: Arc<Relay>, eps: Vec<Endpoint>) -> Result<()> {
     Ok(())
 }
 
+/// Listeners connected to other gateways dial this gateway's public address: check that a
+/// TCP connection to it opens (from here), now that our sockets are bound.
+async fn check_public_address(public: &str) -> Result<()> {
+    let (tls, rest) = match public.split_once("://") {
+        Some(("wss", r)) => (true, r),
+        Some(("ws", r)) => (false, r),
+        _ => bail!("is not ws://HOST:PORT or wss://HOST:PORT"),
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let target = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:{}", if tls { 443 } else { 80 })
+    };
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        tokio::net::TcpStream::connect(&target),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => bail!("is not reachable from this gateway ({target}: {e}); listeners on other gateways dial it to reach senders here"),
+        Err(_) => bail!("is not reachable from this gateway ({target}: no answer within 3 s); listeners on other gateways dial it to reach senders here"),
+    }
+}
+
 async fn terminate() {
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(mut s) => {
@@ -241,6 +270,14 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
     }
     if let Some(addr) = cfg.listen.management {
         eps.push(Endpoint::bind_management(addr).await?);
+    }
+    if let (Some(_), Some(public)) = (&cfg.store.redis, &cfg.gateway.public_address) {
+        check_public_address(public).await.map_err(|e| {
+            anyhow::anyhow!(
+                "{}: [gateway] public_address = \"{public}\" {e}",
+                a.config.display()
+            )
+        })?;
     }
     let addrs: Vec<String> = eps
         .iter()

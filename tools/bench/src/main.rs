@@ -22,6 +22,8 @@ use hyrelay_ws::OpCode;
 use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpListener;
 
+mod gateways;
+
 #[derive(Parser, Clone)]
 #[command(about = "Relay vs direct loopback WebSocket benchmark")]
 struct Args {
@@ -41,6 +43,13 @@ struct Args {
     /// descriptors: keep it under half the hard NOFILE limit, 20 000 in this workplace).
     #[arg(long, default_value_t = 9500)]
     idle: usize,
+    /// Run the scale-out benchmark instead: gateways on a real redis-server, same-gateway
+    /// vs cross-gateway, and connect time with 1, 3 and 5 gateways.
+    #[arg(long)]
+    gateways: bool,
+    /// The redis-server program for --gateways.
+    #[arg(long, default_value = "/usr/bin/redis-server")]
+    redis_server: PathBuf,
 }
 
 #[derive(Clone)]
@@ -489,6 +498,12 @@ async fn main() -> Result<()> {
     });
     rx.await.context("listener did not come up")?;
 
+    if a.gateways {
+        let r = gateways::run(&a, env).await;
+        let _ = child.kill().await;
+        let _ = std::fs::remove_dir_all(&dir);
+        return r;
+    }
     let total = a.mib << 20;
     println!(
         "hyrelay-bench: {} MiB per throughput run, relay pid {pid}, {} cores",
