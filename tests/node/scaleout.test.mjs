@@ -114,6 +114,10 @@ test('hyco-https listener on gw-c answers plain HTTP requests sent to gw-a, smal
   await new Promise((r) => server.on('listening', r));
   await untilRegistered(gw['gw-c'], 'web', 1);
   const g = gw['gw-a'];
+  const responses = async () => Number((await g.metrics()).match(/hyrelay_gateway_notices_total\{gateway="gw-a",kind="response"\} (\d+)/)[1]);
+  const before = await responses();
+  // 0 and 11 bytes travel on the listener's control channel (through gw-c, which sends the
+  // response back to gw-a); 300 KB over a rendezvous socket straight to gw-a.
   for (const size of [0, 11, 300 * 1024]) {
     const body = crypto.randomBytes(size);
     const res = await new Promise((resolve, reject) => {
@@ -127,6 +131,7 @@ test('hyco-https listener on gw-c answers plain HTTP requests sent to gw-a, smal
     assert.equal(res.h['x-gateway-test'], 'yes');
     assert.equal(res.text, `POST /web/check?x=1 ${size} ${crypto.createHash('sha256').update(body).digest('hex')}`);
   }
+  assert.equal(await responses() - before, 2, 'two responses came back from gw-c as notices');
   server.close();
   await sleep(200);
 });

@@ -21,6 +21,26 @@ use crate::config::{self, ConfigError, Limits, State};
 use crate::model::Namespace;
 use crate::store::{GatewayStore, MemoryStore, Notice, Registration};
 
+use base64::Engine as _;
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Writes a control message (and a binary body after it) to a local listener, back to back.
+async fn write_control(
+    h: &ListenerHandle,
+    message: &str,
+    body: Option<&[u8]>,
+) -> Result<(), String> {
+    let mut w = h.writer.lock().await;
+    let r = match w.text(message).await {
+        Ok(()) => match body {
+            Some(b) => w.frame(true, hyrelay_ws::OpCode::Binary, b).await,
+            None => Ok(()),
+        },
+        Err(e) => Err(e),
+    };
+    r.map_err(|e| format!("the listener's control channel failed: {e}"))
+}
+
 /// Seconds since 1970.
 pub fn now_secs() -> u64 {
     SystemTime::now()
@@ -193,7 +213,19 @@ pub struct Counters {
     pub active_connections: AtomicU64,
     /// Refused tokens by reason (see [`AUTH_REASONS`]).
     pub auth_failures: [AtomicU64; 7],
+    /// Notices received from other gateways, by kind (see [`NOTICE_KINDS`]).
+    pub notices: [AtomicU64; 6],
 }
+
+/// Labels of [`Counters::notices`], in order.
+pub const NOTICE_KINDS: [&str; 6] = [
+    "deliver",
+    "ack",
+    "undeliverable",
+    "response",
+    "ping",
+    "state_changed",
+];
 
 /// Labels of [`Counters::auth_failures`], in order.
 pub const AUTH_REASONS: [&str; 7] = [
@@ -367,6 +399,9 @@ pub struct Relay {
     waiters: Mutex<HashMap<String, oneshot::Sender<Result<(), String>>>>,
     /// Per hybrid connection traffic.
     stats: Mutex<HashMap<String, Arc<EntityStats>>>,
+    /// Requests this gateway handed to one of its listeners for another gateway: request
+    /// id → (that gateway, when).
+    forwarded: Mutex<HashMap<String, (String, Instant)>>,
     /// When this gateway started.
     pub started: Instant,
 }
@@ -398,6 +433,7 @@ impl Relay {
             store,
             waiters: Mutex::new(HashMap::new()),
             stats: Mutex::new(HashMap::new()),
+            forwarded: Mutex::new(HashMap::new()),
             started: Instant::now(),
         });
         match state {
@@ -752,14 +788,21 @@ impl Relay {
     /// control channel here, or sent to its gateway, which confirms. An error says why
     /// the listener could not be reached (the caller tries another).
     pub async fn offer(&self, entity: &str, route: &Route, message: &str) -> Result<(), String> {
+        self.offer_with(entity, route, message, None, None).await
+    }
+
+    /// [`offer`](Self::offer), followed by `body` as a binary message; `request` names the
+    /// HTTP request whose response the listener will send on its control channel.
+    pub async fn offer_with(
+        &self,
+        entity: &str,
+        route: &Route,
+        message: &str,
+        body: Option<&[u8]>,
+        request: Option<&str>,
+    ) -> Result<(), String> {
         match route {
-            Route::Local(h) => h
-                .writer
-                .lock()
-                .await
-                .text(message)
-                .await
-                .map_err(|e| format!("the listener's control channel failed: {e}")),
+            Route::Local(h) => write_control(h, message, body).await,
             Route::Remote(reg) => {
                 let reference = new_nonce();
                 let (tx, rx) = oneshot::channel();
@@ -773,6 +816,8 @@ impl Relay {
                     instance: reg.instance.clone(),
                     serial: reg.serial,
                     message: message.to_string(),
+                    body: body.map(|b| B64.encode(b)),
+                    request: request.map(str::to_string),
                 };
                 let sent = self.store.notify(&reg.gateway, &notice).await;
                 let forget = || {
@@ -814,6 +859,15 @@ impl Relay {
 
     /// Acts on a notice from another gateway.
     pub async fn handle_notice(self: &Arc<Self>, n: Notice) {
+        let kind = match &n {
+            Notice::Deliver { .. } => 0,
+            Notice::Ack { .. } => 1,
+            Notice::Undeliverable { .. } => 2,
+            Notice::Response { .. } => 3,
+            Notice::Ping { .. } => 4,
+            Notice::StateChanged { .. } => 5,
+        };
+        self.counters.notices[kind].fetch_add(1, Ordering::Relaxed);
         match n {
             Notice::Deliver {
                 from,
@@ -822,6 +876,8 @@ impl Relay {
                 instance,
                 serial,
                 message,
+                body,
+                request,
             } => {
                 let target = (instance == self.store.instance())
                     .then(|| {
@@ -830,6 +886,14 @@ impl Relay {
                             .find(|h| h.serial == serial)
                     })
                     .flatten();
+                let body = match body.map(|b| B64.decode(b)) {
+                    Some(Ok(b)) => Some(b),
+                    Some(Err(_)) => {
+                        tracing::warn!(from = %from, "a delivery with a malformed body: ignored");
+                        return;
+                    }
+                    None => None,
+                };
                 let answer = match target {
                     None => Notice::Undeliverable {
                         reference,
@@ -840,12 +904,17 @@ impl Relay {
                     },
                     Some(h) => {
                         h.routed.fetch_add(1, Ordering::Relaxed);
-                        match h.writer.lock().await.text(&message).await {
+                        if let Some(id) = &request {
+                            if let Ok(mut f) = self.forwarded.lock() {
+                                let now = Instant::now();
+                                let keep = self.opts.response_timeout;
+                                f.retain(|_, (_, t)| now.duration_since(*t) < keep);
+                                f.insert(id.clone(), (from.clone(), now));
+                            }
+                        }
+                        match write_control(&h, &message, body.as_deref()).await {
                             Ok(()) => Notice::Ack { reference },
-                            Err(e) => Notice::Undeliverable {
-                                reference,
-                                reason: format!("the listener's control channel failed: {e}"),
-                            },
+                            Err(reason) => Notice::Undeliverable { reference, reason },
                         }
                     }
                 };
@@ -871,6 +940,35 @@ impl Relay {
                     .and_then(|mut w| w.remove(&reference))
                 {
                     let _ = tx.send(Err(reason));
+                }
+            }
+            Notice::Response {
+                request,
+                status,
+                reason,
+                headers,
+                body,
+            } => {
+                let Some(p) = self.request(&request) else {
+                    tracing::debug!(request = %request, "a forwarded response for an unknown or finished request: discarded");
+                    return;
+                };
+                self.drop_request(&request);
+                let body = match B64.decode(body) {
+                    Ok(b) if b.is_empty() => ResponseBody::Empty,
+                    Ok(b) => ResponseBody::Full(Bytes::from(b)),
+                    Err(_) => {
+                        tracing::warn!(request = %request, "a forwarded response with a malformed body");
+                        return;
+                    }
+                };
+                if let Some(tx) = p.response.lock().ok().and_then(|mut s| s.take()) {
+                    let _ = tx.send(ResponseStart {
+                        status,
+                        reason,
+                        headers,
+                        body,
+                    });
                 }
             }
             Notice::Ping { .. } => {}
@@ -939,6 +1037,43 @@ impl Relay {
     pub fn auth_failed(&self, reason: &str) {
         if let Some(i) = AUTH_REASONS.iter().position(|r| *r == reason) {
             self.counters.auth_failures[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// If request `id` was delivered here for another gateway, that gateway (once).
+    pub fn take_forwarded(&self, id: &str) -> Option<String> {
+        self.forwarded.lock().ok()?.remove(id).map(|(g, _)| g)
+    }
+
+    /// Sends the response a local listener gave to a forwarded request back to the
+    /// gateway that holds the sender.
+    pub async fn forward_response(&self, gateway: &str, request: &str, start: ResponseStart) {
+        let body = match start.body {
+            ResponseBody::Empty => Vec::new(),
+            ResponseBody::Full(b) => b.to_vec(),
+            ResponseBody::Stream(mut rx) => {
+                let mut v = Vec::new();
+                while let Some(c) = rx.recv().await {
+                    match c {
+                        Ok(c) => v.extend_from_slice(&c),
+                        Err(e) => {
+                            tracing::info!(request, "forwarded response body failed: {e}");
+                            return;
+                        }
+                    }
+                }
+                v
+            }
+        };
+        let n = Notice::Response {
+            request: request.to_string(),
+            status: start.status,
+            reason: start.reason,
+            headers: start.headers,
+            body: B64.encode(body),
+        };
+        if let Err(e) = self.store.notify(gateway, &n).await {
+            tracing::warn!(to = %gateway, request, "could not send the response back: {e}");
         }
     }
 

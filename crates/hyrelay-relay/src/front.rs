@@ -21,7 +21,6 @@ use hyrelay_hc::messages::{
 };
 use hyrelay_hc::sas::{encode_component, Rights, TokenError};
 use hyrelay_hc::url::{parse_target, Action, Target};
-use hyrelay_ws::OpCode;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
@@ -759,10 +758,7 @@ async fn http_request(
         }
     }
     let json_len = full_request(true).len();
-    // Another gateway's listener always fetches the request over a rendezvous socket to
-    // this gateway: only the short notice crosses the store.
-    let remote = matches!(route, Route::Remote(_));
-    let use_control = !remote && complete && prefix.len() + json_len <= limit;
+    let use_control = complete && prefix.len() + json_len <= limit;
     let (tx, rx) = oneshot::channel();
     let pending = Arc::new(PendingRequest {
         id: id.clone(),
@@ -772,30 +768,27 @@ async fn http_request(
         response: Mutex::new(Some(tx)),
     });
     relay.add_request(pending.clone());
-    let sent = match (&route, use_control) {
-        (Route::Local(listener), true) => {
-            let has_body = !prefix.is_empty();
-            let mut w = listener.writer.lock().await;
-            let r = w.text(&full_request(has_body)).await;
-            match (r, has_body) {
-                (Ok(()), true) => w.frame(true, OpCode::Binary, &prefix).await,
-                (r, _) => r,
-            }
-            .map_err(|e| format!("the listener's control channel failed: {e}"))
+    let sent = if use_control {
+        // The request and its body on the listener's control channel; for a listener on
+        // another gateway, through that gateway, which sends the response back.
+        let has_body = !prefix.is_empty();
+        let body = has_body.then_some(&prefix[..]);
+        let request = matches!(route, Route::Remote(_)).then_some(id.as_str());
+        relay
+            .offer_with(&entity, &route, &full_request(has_body), body, request)
+            .await
+    } else {
+        let has_body = !prefix.is_empty() || !complete;
+        if let Ok(mut d) = pending.delivery.lock() {
+            *d = Some(Delivery {
+                json: full_request(has_body),
+                prefix: prefix.freeze(),
+                rest: if complete { None } else { Some(body) },
+                has_body,
+            });
         }
-        _ => {
-            let has_body = !prefix.is_empty() || !complete;
-            if let Ok(mut d) = pending.delivery.lock() {
-                *d = Some(Delivery {
-                    json: full_request(has_body),
-                    prefix: prefix.freeze(),
-                    rest: if complete { None } else { Some(body) },
-                    has_body,
-                });
-            }
-            let notice = encode_request(&HcRequest::notice(address.clone(), id.clone()));
-            relay.offer(&entity, &route, &notice).await
-        }
+        let notice = encode_request(&HcRequest::notice(address.clone(), id.clone()));
+        relay.offer(&entity, &route, &notice).await
     };
     if let Err(e) = sent {
         relay.drop_request(&id);

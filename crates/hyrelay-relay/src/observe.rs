@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::Response;
 use serde_json::json;
 
-use crate::core::{entity_key, Relay, AUTH_REASONS};
+use crate::core::{entity_key, Relay, AUTH_REASONS, NOTICE_KINDS};
 use crate::front::Body;
 
 const PAGE: &str = include_str!("../assets/status.html");
@@ -175,6 +175,19 @@ pub fn metrics(relay: &Relay) -> String {
             o,
             "hyrelay_auth_failures_total{{gateway=\"{gw}\",reason=\"{reason}\"}} {}",
             c.auth_failures[i].load(Ordering::Relaxed)
+        );
+    }
+    family(
+        &mut o,
+        "hyrelay_gateway_notices_total",
+        "counter",
+        "Notices received from other gateways (or this one's own pings), by kind.",
+    );
+    for (i, kind) in NOTICE_KINDS.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "hyrelay_gateway_notices_total{{gateway=\"{gw}\",kind=\"{kind}\"}} {}",
+            c.notices[i].load(Ordering::Relaxed)
         );
     }
     let h = relay.store.health();

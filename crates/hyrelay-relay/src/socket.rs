@@ -326,7 +326,26 @@ async fn serve(
                         if target.is_some() {
                             relay.drop_request(&r.request_id);
                         }
-                        if sender.is_none() {
+                        // A response to a request this gateway delivered for another one:
+                        // collect it and send it back there.
+                        let (sender, forward) = match (sender, target.is_none()) {
+                            (None, true) => match relay.take_forwarded(&r.request_id) {
+                                Some(gw) => {
+                                    let (tx, rx) = tokio::sync::oneshot::channel();
+                                    let relay2 = relay.clone();
+                                    let id = r.request_id.clone();
+                                    tokio::spawn(async move {
+                                        if let Ok(start) = rx.await {
+                                            relay2.forward_response(&gw, &id, start).await;
+                                        }
+                                    });
+                                    (Some(tx), true)
+                                }
+                                None => (None, false),
+                            },
+                            (s, _) => (s, false),
+                        };
+                        if sender.is_none() && !forward {
                             tracing::debug!(request = %r.request_id, "response for an unknown or finished request: discarded");
                         }
                         let start = |body| ResponseStart {

@@ -95,6 +95,27 @@ pub enum Notice {
         serial: u64,
         /// The control message.
         message: String,
+        /// A request body to send as a binary message right after it (base64).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        body: Option<String>,
+        /// For an HTTP request on the control channel: its id. The listener answers on its
+        /// control channel, so its gateway sends the response back as [`Notice::Response`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<String>,
+    },
+    /// The response to a request delivered with [`Notice::Deliver`]`{request}`.
+    Response {
+        /// Request id.
+        request: String,
+        /// Status code.
+        status: u16,
+        /// Reason phrase.
+        #[serde(default)]
+        reason: Option<String>,
+        /// Headers.
+        headers: Vec<(String, String)>,
+        /// Body (base64).
+        body: String,
     },
     /// The message was written to the listener's control channel.
     Ack {
