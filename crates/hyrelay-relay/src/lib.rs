@@ -10,5 +10,6 @@ pub mod observe;
 pub mod server;
 pub mod socket;
 pub mod store;
+pub mod wcf_amqp;
 
 pub use crate::core::{Relay, RelayOptions, Route};

@@ -194,14 +194,28 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
         );
         return Ok(());
     }
-    if cfg.wcf_relay.is_some() {
-        bail!(
-            "{}: [wcf_relay] is not supported by this build yet (the WCF Relay face is issue #7)",
-            a.config.display()
-        );
-    }
+    let amqp_addr = match &cfg.wcf_relay {
+        None => None,
+        Some(w) => {
+            for (key, set) in [
+                ("oneway", w.oneway.is_some()),
+                ("oneway_tls", w.oneway_tls.is_some()),
+                ("nettcp", w.nettcp.is_some()),
+                ("probe", w.probe.is_some()),
+                ("sbmp", w.sbmp.is_some()),
+            ] {
+                if set {
+                    bail!(
+                        "{}: [wcf_relay] {key} is not served by this build yet: of the WCF Relay face (issue #7) only the AMQP listener plane, amqp = \"ADDR:5671\", is; remove {key}",
+                        a.config.display()
+                    );
+                }
+            }
+            w.amqp
+        }
+    };
     let data_dir = cfg.data_dir.clone();
-    let tls_cfg = match (&cfg.tls, cfg.listen.https) {
+    let tls_cfg = match (&cfg.tls, cfg.listen.https.or(amqp_addr)) {
         (_, None) => None,
         (Some(t), Some(_)) => {
             let (c, k) = tls::load_pem(&t.cert, &t.key)?;
@@ -209,7 +223,7 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
         }
         (None, Some(addr)) => {
             let dir = data_dir.clone().context(
-                "[listen] https without [tls] needs data_dir for the self-signed certificate",
+                "[listen] https or [wcf_relay] amqp without [tls] needs data_dir for the self-signed certificate",
             )?;
             let (p, _) = tls::ensure_dev_cert(&dir, &[addr.ip().to_string()])?;
             let (c, k) = tls::load_pem(&p.cert, &p.key)?;
@@ -266,7 +280,21 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
         eps.push(Endpoint::bind(addr, None).await?);
     }
     if let Some(addr) = cfg.listen.https {
-        eps.push(Endpoint::bind(addr, tls_cfg).await?);
+        eps.push(Endpoint::bind(addr, tls_cfg.clone()).await?);
+    }
+    let mut amqp_bound = None;
+    if let (Some(addr), Some(tls_cfg)) = (amqp_addr, tls_cfg.clone()) {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("[wcf_relay] amqp: cannot listen on {addr}"))?;
+        amqp_bound = Some(l.local_addr()?);
+        let registry = Arc::new(hyrelay_relay::wcf_amqp::WcfRegistry::default());
+        tokio::spawn(hyrelay_relay::wcf_amqp::serve(
+            relay.clone(),
+            registry,
+            l,
+            Some(tokio_rustls::TlsAcceptor::from(tls_cfg)),
+        ));
     }
     if let Some(addr) = cfg.listen.management {
         eps.push(Endpoint::bind_management(addr).await?);
@@ -284,6 +312,10 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
         .filter_map(|e| e.local_addr().ok())
         .map(|a| a.to_string())
         .collect();
+    let mut addrs = addrs;
+    if let Some(a) = amqp_bound {
+        addrs.push(format!("amqps={a}"));
+    }
     println!("hyrelay ready: {}", addrs.join(" "));
     run_servers(relay, eps).await
 }

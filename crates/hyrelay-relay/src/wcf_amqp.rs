@@ -1,0 +1,438 @@
+//! The WCF Relay listener plane: AMQP 1.0 over TLS (port 5671), as `Microsoft.ServiceBus`
+//! listeners of SDK 2.4 and later register (`../shared/protocols/wcf-relay/known.md` 5.1).
+//!
+//! Fidelity: the SASL exchange, the `:out`/`:in` link pair, the link properties
+//! (`com.microsoft:swt`, `listener-type`, `dynamic-relay`), token renewal in `flow`
+//! properties and the error conditions are **observed** (F2); the relay's `open` values
+//! (idle time-out 60 s, max frame 65 536) and how a listener-type conflict is reported are
+//! **inferred** (F3). Listeners are registered here; delivering one-way messages and
+//! rendezvous notifications to them is the next step of issue #7.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyrelay_amqp::{AmqpError, Attach, ConnectionEvent, ServerConfig, ServerConnection, Value};
+use hyrelay_hc::sas::Rights;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
+
+use crate::core::{now_secs, Relay};
+use crate::model::{authorize, HybridConnection, Namespace};
+
+/// Azure's limit of listeners on one endpoint (documented).
+pub const MAX_LISTENERS: usize = 25;
+
+/// One registered WCF Relay listener (an AMQP link pair).
+#[derive(Debug, Clone)]
+pub struct WcfListener {
+    /// Connection number.
+    pub conn: u64,
+    /// Link pair base name (the `:in`/`:out` suffixes removed).
+    pub link: String,
+    /// `Unicast`, `Multicast`, `RelayedConnection`, `DirectConnection`, `RelayedHttp`.
+    pub listener_type: String,
+    /// Token expiry (unix seconds).
+    pub expiry: u64,
+}
+
+/// The WCF Relay listener registry: namespace/path → listeners.
+#[derive(Default)]
+pub struct WcfRegistry {
+    inner: Mutex<HashMap<String, Vec<WcfListener>>>,
+    conns: AtomicU64,
+}
+
+impl WcfRegistry {
+    /// Listeners on `key` (`namespace/path`, lower case).
+    pub fn listeners(&self, key: &str) -> Vec<WcfListener> {
+        self.inner
+            .lock()
+            .map(|m| m.get(key).cloned().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    fn add(&self, key: &str, l: WcfListener) -> Result<(), AmqpError> {
+        let mut m = self
+            .inner
+            .lock()
+            .map_err(|_| AmqpError::new("amqp:internal-error", "registry unavailable"))?;
+        let v = m.entry(key.to_string()).or_default();
+        if v.iter().any(|x| x.conn == l.conn && x.link == l.link) {
+            return Ok(()); // the second link of the pair
+        }
+        if v.len() >= MAX_LISTENERS {
+            return Err(AmqpError::new(
+                "amqp:resource-limit-exceeded",
+                format!("MaximumListenersPerEndpoint: {key} already has {MAX_LISTENERS} listeners"),
+            ));
+        }
+        if let Some(other) = v.iter().find(|x| x.listener_type != l.listener_type) {
+            return Err(AmqpError::new(
+                "com.microsoft:address-already-in-use",
+                format!(
+                    "{key} is already used by {} listeners; this one is {}",
+                    other.listener_type, l.listener_type
+                ),
+            ));
+        }
+        v.push(l);
+        Ok(())
+    }
+
+    fn remove(&self, key: &str, conn: u64, link: &str) {
+        if let Ok(mut m) = self.inner.lock() {
+            if let Some(v) = m.get_mut(key) {
+                v.retain(|x| !(x.conn == conn && x.link == link));
+                if v.is_empty() {
+                    m.remove(key);
+                }
+            }
+        }
+    }
+
+    fn renew(&self, key: &str, conn: u64, link: &str, expiry: u64) {
+        if let Ok(mut m) = self.inner.lock() {
+            for l in m.get_mut(key).into_iter().flatten() {
+                if l.conn == conn && l.link == link {
+                    l.expiry = expiry;
+                }
+            }
+        }
+    }
+}
+
+/// The namespace an AMQP `open` hostname names: `{ns}-relay.{root}` → `{ns}.{root}` (or a
+/// namespace of that name), else the host as given.
+fn namespace_for_vhost(relay: &Relay, hostname: Option<&str>) -> Option<Namespace> {
+    let h = hostname?;
+    let h = h.split(':').next().unwrap_or(h);
+    if let Some((first, rest)) = h.split_once('.') {
+        if let Some(ns) = first.strip_suffix("-relay") {
+            let plain = format!("{ns}.{rest}");
+            if let Some(n) = relay.namespace_for(&plain) {
+                return Some(n);
+            }
+            if let Some(n) = relay
+                .model()
+                .iter()
+                .find(|n| n.name.eq_ignore_ascii_case(ns))
+            {
+                return Some(n.clone());
+            }
+        }
+    }
+    relay.namespace_for(h)
+}
+
+/// The path of an `sb://host/path/` link address.
+fn path_of(address: &str) -> Option<String> {
+    let rest = address.split_once("://").map(|(_, r)| r)?;
+    let path = rest.split_once('/').map(|(_, p)| p).unwrap_or("");
+    let path = path.split('?').next().unwrap_or("").trim_matches('/');
+    (!path.is_empty()).then(|| path.to_string())
+}
+
+fn check_token(
+    ns: &Namespace,
+    path: &str,
+    token: Option<&str>,
+    relay: &Relay,
+) -> Result<u64, AmqpError> {
+    // The WCF relay at `path` seen as an entity: entity rules do not exist yet, so the
+    // namespace's rules decide, with the token's audience covering the path.
+    let entity = HybridConnection {
+        name: path.to_string(),
+        requires_client_authorization: true,
+        rules: Vec::new(),
+        user_metadata: String::new(),
+        created_at: 0,
+        fixed: false,
+    };
+    authorize(
+        ns,
+        Some(&entity),
+        token,
+        Rights::LISTEN,
+        now_secs(),
+        relay.opts.clock_skew.as_secs(),
+    )
+    .map(|a| a.expiry)
+    .map_err(|e| AmqpError::new("com.microsoft:auth-failed", e.to_string()))
+}
+
+struct LinkInfo {
+    key: String,
+    base: String,
+    path: String,
+}
+
+/// Serves the AMQP listener plane on `listener` (TLS when `tls` is given) forever.
+pub async fn serve(
+    relay: Arc<Relay>,
+    registry: Arc<WcfRegistry>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+) {
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("amqp accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let relay = relay.clone();
+        let registry = registry.clone();
+        let tls = tls.clone();
+        let span = tracing::info_span!("amqp", peer = %remote);
+        tokio::spawn(
+            async move {
+                match tls {
+                    Some(acc) => {
+                        match tokio::time::timeout(Duration::from_secs(10), acc.accept(tcp)).await {
+                            Ok(Ok(s)) => run(relay, registry, s).await,
+                            Ok(Err(e)) => tracing::info!(
+                                "TLS handshake failed (port 5671 speaks AMQP over TLS): {e}"
+                            ),
+                            Err(_) => tracing::info!("TLS handshake timed out"),
+                        }
+                    }
+                    None => run(relay, registry, tcp).await,
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn run<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    relay: Arc<Relay>,
+    registry: Arc<WcfRegistry>,
+    mut io: S,
+) {
+    let conn_id = registry.conns.fetch_add(1, Ordering::Relaxed) + 1;
+    let grace = relay.opts.limits.token_grace;
+    let mut c = ServerConnection::new(ServerConfig::default(), Instant::now());
+    let mut ns: Option<Namespace> = None;
+    let mut links: HashMap<(u16, u32), LinkInfo> = HashMap::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut next_tick = Instant::now() + Duration::from_secs(1);
+    loop {
+        let out = c.take_output();
+        if !out.is_empty() && io.write_all(&out).await.is_err() {
+            break;
+        }
+        if c.is_closed() {
+            let _ = io.flush().await;
+            break;
+        }
+        let n = tokio::select! {
+            r = io.read(&mut buf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            },
+            _ = tokio::time::sleep_until(next_tick.into()) => 0,
+        };
+        let now = Instant::now();
+        if n > 0 {
+            c.receive(&buf[..n], now);
+        }
+        next_tick = c.tick(now).min(now + Duration::from_secs(1));
+        // Expired tokens, after the grace period: detach with auth-failed.
+        let t = now_secs();
+        let expired: Vec<(u16, u32)> = links
+            .iter()
+            .filter(|(_, li)| {
+                registry.listeners(&li.key).iter().any(|l| {
+                    l.conn == conn_id && l.link == li.base && l.expiry + grace.as_secs() < t
+                })
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for (ch, h) in expired {
+            if let Some(li) = links.remove(&(ch, h)) {
+                registry.remove(&li.key, conn_id, &li.base);
+                tracing::info!(path = %li.path, "listener token expired and was not renewed within the grace period: detached");
+                c.detach(
+                    ch,
+                    h,
+                    Some(&AmqpError::new(
+                        "com.microsoft:auth-failed",
+                        "the token expired and was not renewed",
+                    )),
+                    now,
+                );
+            }
+        }
+        for ev in c.take_events() {
+            match ev {
+                ConnectionEvent::Authenticated { .. } => {}
+                ConnectionEvent::Opened { hostname, .. } => {
+                    match namespace_for_vhost(&relay, hostname.as_deref()) {
+                        Some(n) => ns = Some(n),
+                        None => {
+                            tracing::info!(hostname = ?hostname, "AMQP open for a namespace this relay does not serve");
+                            c.close(
+                                Some(&AmqpError::new(
+                                    "amqp:not-found",
+                                    format!(
+                                        "no namespace is served at '{}'",
+                                        hostname.unwrap_or_default()
+                                    ),
+                                )),
+                                now,
+                            );
+                        }
+                    }
+                }
+                ConnectionEvent::Attach { channel, attach } => {
+                    let Some(n) = ns.clone() else { continue };
+                    match register(&relay, &registry, &n, conn_id, &attach) {
+                        Ok(li) => {
+                            tracing::info!(path = %li.path, link = %attach.name, "WCF relay listener link attached");
+                            c.accept_link(channel, &attach, 1000, Value::Null, now);
+                            links.insert((channel, attach.handle), li);
+                        }
+                        Err(e) => {
+                            tracing::info!(link = %attach.name, condition = %e.condition, "WCF relay listener refused: {}", e.description);
+                            c.refuse_link(channel, &attach, &e, now);
+                        }
+                    }
+                }
+                ConnectionEvent::Flow {
+                    channel,
+                    handle: Some(h),
+                    properties,
+                    ..
+                } => {
+                    let Some(tok) = properties
+                        .map_get("com.microsoft:swt")
+                        .and_then(Value::as_str)
+                    else {
+                        continue;
+                    };
+                    let (Some(li), Some(n)) = (links.get(&(channel, h)), ns.as_ref()) else {
+                        continue;
+                    };
+                    match check_token(n, &li.path, Some(tok), &relay) {
+                        Ok(exp) => {
+                            registry.renew(&li.key, conn_id, &li.base, exp);
+                            tracing::debug!(path = %li.path, "listener token renewed");
+                        }
+                        Err(e) => {
+                            // Both links of the pair go.
+                            let base = li.base.clone();
+                            let key = li.key.clone();
+                            registry.remove(&key, conn_id, &base);
+                            let pair: Vec<(u16, u32)> = links
+                                .iter()
+                                .filter(|(_, l)| l.base == base)
+                                .map(|(k, _)| *k)
+                                .collect();
+                            for (ch, hh) in pair {
+                                links.remove(&(ch, hh));
+                                c.detach(ch, hh, Some(&e), now);
+                            }
+                            tracing::info!(path = %key, "token renewal refused: {}", e.description);
+                        }
+                    }
+                }
+                ConnectionEvent::Detached {
+                    channel, handle, ..
+                } => {
+                    if let Some(li) = links.remove(&(channel, handle)) {
+                        registry.remove(&li.key, conn_id, &li.base);
+                    }
+                }
+                ConnectionEvent::Closed { error: Some(e) } => {
+                    tracing::info!(condition = %e.condition, "AMQP connection closed: {}", e.description);
+                }
+                _ => {}
+            }
+        }
+    }
+    for li in links.values() {
+        registry.remove(&li.key, conn_id, &li.base);
+    }
+}
+
+fn register(
+    relay: &Relay,
+    registry: &WcfRegistry,
+    ns: &Namespace,
+    conn: u64,
+    a: &Attach,
+) -> Result<LinkInfo, AmqpError> {
+    let address = a
+        .address
+        .as_deref()
+        .ok_or_else(|| AmqpError::new("amqp:invalid-field", "the link has no sb:// address"))?;
+    let path = path_of(address).ok_or_else(|| {
+        AmqpError::new(
+            "amqp:invalid-field",
+            format!("'{address}' names no relay path"),
+        )
+    })?;
+    let token = a.property("com.microsoft:swt").and_then(Value::as_str);
+    let expiry = check_token(ns, &path, token, relay)?;
+    let listener_type = a
+        .property("com.microsoft:listener-type")
+        .and_then(Value::as_str)
+        .unwrap_or("RelayedConnection")
+        .to_string();
+    if ![
+        "Unicast",
+        "Multicast",
+        "RelayedConnection",
+        "DirectConnection",
+        "RelayedHttp",
+    ]
+    .contains(&listener_type.as_str())
+    {
+        return Err(AmqpError::new(
+            "amqp:invalid-field",
+            format!("unknown listener type '{listener_type}'"),
+        ));
+    }
+    let dynamic = a
+        .property("com.microsoft:dynamic-relay")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    if !dynamic {
+        // Persistent WCF relays are not in the entity model yet: none exists.
+        return Err(AmqpError::new(
+            "com.microsoft:relay-not-found",
+            format!(
+                "no persistent WCF relay '{path}' exists in namespace '{}'",
+                ns.name
+            ),
+        ));
+    }
+    let base = a
+        .name
+        .strip_suffix(":in")
+        .or_else(|| a.name.strip_suffix(":out"))
+        .unwrap_or(&a.name)
+        .to_string();
+    let key = format!(
+        "{}/{}",
+        ns.name.to_ascii_lowercase(),
+        path.to_ascii_lowercase()
+    );
+    registry.add(
+        &key,
+        WcfListener {
+            conn,
+            link: base.clone(),
+            listener_type,
+            expiry,
+        },
+    )?;
+    Ok(LinkInfo { key, base, path })
+}
