@@ -11,5 +11,6 @@ pub mod server;
 pub mod socket;
 pub mod store;
 pub mod wcf_amqp;
+pub mod wcf_oneway;
 
 pub use crate::core::{Relay, RelayOptions, Route};

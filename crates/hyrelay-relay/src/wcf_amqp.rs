@@ -17,6 +17,7 @@ use hyrelay_amqp::{AmqpError, Attach, ConnectionEvent, ServerConfig, ServerConne
 use hyrelay_hc::sas::Rights;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
@@ -37,6 +38,8 @@ pub struct WcfListener {
     pub listener_type: String,
     /// Token expiry (unix seconds).
     pub expiry: u64,
+    /// Where deliveries for it go: its connection's task, with the link pair's base name.
+    pub tx: mpsc::UnboundedSender<(String, Vec<u8>)>,
 }
 
 /// The WCF Relay listener registry: namespace/path → listeners.
@@ -44,6 +47,7 @@ pub struct WcfListener {
 pub struct WcfRegistry {
     inner: Mutex<HashMap<String, Vec<WcfListener>>>,
     conns: AtomicU64,
+    next: AtomicU64,
 }
 
 impl WcfRegistry {
@@ -53,6 +57,29 @@ impl WcfRegistry {
             .lock()
             .map(|m| m.get(key).cloned().unwrap_or_default())
             .unwrap_or_default()
+    }
+
+    /// Delivers a wrapped one-way message to the listeners of `key`: one of them for
+    /// `Unicast` (round robin), every one for `Multicast`. Returns how many got it.
+    pub fn deliver(&self, key: &str, message: Vec<u8>) -> usize {
+        let ls = self.listeners(key);
+        if ls.is_empty() {
+            return 0;
+        }
+        if ls[0].listener_type == "Multicast" {
+            ls.iter()
+                .filter(|l| l.tx.send((l.link.clone(), message.clone())).is_ok())
+                .count()
+        } else {
+            let start = self.next.fetch_add(1, Ordering::Relaxed) as usize;
+            for i in 0..ls.len() {
+                let l = &ls[(start + i) % ls.len()];
+                if l.tx.send((l.link.clone(), message.clone())).is_ok() {
+                    return 1;
+                }
+            }
+            0
+        }
     }
 
     fn add(&self, key: &str, l: WcfListener) -> Result<(), AmqpError> {
@@ -168,6 +195,8 @@ struct LinkInfo {
     key: String,
     base: String,
     path: String,
+    /// We send on it (the listener's `:in` link): deliveries go here.
+    we_send: bool,
 }
 
 /// Serves the AMQP listener plane on `listener` (TLS when `tls` is given) forever.
@@ -223,6 +252,9 @@ async fn run<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     let mut links: HashMap<(u16, u32), LinkInfo> = HashMap::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut next_tick = Instant::now() + Duration::from_secs(1);
+    let (dtx, mut drx) = mpsc::unbounded_channel::<(String, Vec<u8>)>();
+    // Deliveries waiting for credit, per link.
+    let mut waiting: HashMap<(u16, u32), std::collections::VecDeque<Vec<u8>>> = HashMap::new();
     loop {
         let out = c.take_output();
         if !out.is_empty() && io.write_all(&out).await.is_err() {
@@ -232,14 +264,26 @@ async fn run<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
             let _ = io.flush().await;
             break;
         }
+        let mut delivery = None;
         let n = tokio::select! {
             r = io.read(&mut buf) => match r {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             },
+            d = drx.recv() => { delivery = d; 0 }
             _ = tokio::time::sleep_until(next_tick.into()) => 0,
         };
         let now = Instant::now();
+        if let Some((base, msg)) = delivery {
+            if let Some((k, _)) = links.iter().find(|(_, l)| l.base == base && l.we_send) {
+                let q = waiting.entry(*k).or_default();
+                if q.len() >= 10_000 {
+                    tracing::warn!(link = %base, "listener is not granting credit: a one-way message was dropped");
+                } else {
+                    q.push_back(hyrelay_amqp::data_message(&msg));
+                }
+            }
+        }
         if n > 0 {
             c.receive(&buf[..n], now);
         }
@@ -270,6 +314,15 @@ async fn run<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                 );
             }
         }
+        // Send what the links have credit for, in order.
+        for ((ch, h), q) in waiting.iter_mut() {
+            while let Some(m) = q.front() {
+                if c.transfer(*ch, *h, m, now).is_none() {
+                    break;
+                }
+                q.pop_front();
+            }
+        }
         for ev in c.take_events() {
             match ev {
                 ConnectionEvent::Authenticated { .. } => {}
@@ -293,7 +346,7 @@ async fn run<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                 }
                 ConnectionEvent::Attach { channel, attach } => {
                     let Some(n) = ns.clone() else { continue };
-                    match register(&relay, &registry, &n, conn_id, &attach) {
+                    match register(&relay, &registry, &n, conn_id, &attach, &dtx) {
                         Ok(li) => {
                             tracing::info!(path = %li.path, link = %attach.name, "WCF relay listener link attached");
                             c.accept_link(channel, &attach, 1000, Value::Null, now);
@@ -368,6 +421,7 @@ fn register(
     ns: &Namespace,
     conn: u64,
     a: &Attach,
+    tx: &mpsc::UnboundedSender<(String, Vec<u8>)>,
 ) -> Result<LinkInfo, AmqpError> {
     let address = a
         .address
@@ -432,7 +486,13 @@ fn register(
             link: base.clone(),
             listener_type,
             expiry,
+            tx: tx.clone(),
         },
     )?;
-    Ok(LinkInfo { key, base, path })
+    Ok(LinkInfo {
+        key,
+        base,
+        path,
+        we_send: a.peer_is_receiver,
+    })
 }

@@ -198,7 +198,6 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
         None => None,
         Some(w) => {
             for (key, set) in [
-                ("oneway", w.oneway.is_some()),
                 ("oneway_tls", w.oneway_tls.is_some()),
                 ("nettcp", w.nettcp.is_some()),
                 ("probe", w.probe.is_some()),
@@ -206,7 +205,7 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
             ] {
                 if set {
                     bail!(
-                        "{}: [wcf_relay] {key} is not served by this build yet: of the WCF Relay face (issue #7) only the AMQP listener plane, amqp = \"ADDR:5671\", is; remove {key}",
+                        "{}: [wcf_relay] {key} is not served by this build yet: of the WCF Relay face (issue #7) only the AMQP listener plane (amqp) and one-way senders in clear (oneway) are; remove {key}",
                         a.config.display()
                     );
                 }
@@ -214,6 +213,7 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
             w.amqp
         }
     };
+    let oneway_addr = cfg.wcf_relay.as_ref().and_then(|w| w.oneway);
     let data_dir = cfg.data_dir.clone();
     let tls_cfg = match (&cfg.tls, cfg.listen.https.or(amqp_addr)) {
         (_, None) => None,
@@ -283,15 +283,27 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
         eps.push(Endpoint::bind(addr, tls_cfg.clone()).await?);
     }
     let mut amqp_bound = None;
+    let registry = Arc::new(hyrelay_relay::wcf_amqp::WcfRegistry::default());
+    let mut oneway_bound = None;
+    if let Some(addr) = oneway_addr {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("[wcf_relay] oneway: cannot listen on {addr}"))?;
+        oneway_bound = Some(l.local_addr()?);
+        tokio::spawn(hyrelay_relay::wcf_oneway::serve(
+            relay.clone(),
+            registry.clone(),
+            l,
+        ));
+    }
     if let (Some(addr), Some(tls_cfg)) = (amqp_addr, tls_cfg.clone()) {
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("[wcf_relay] amqp: cannot listen on {addr}"))?;
         amqp_bound = Some(l.local_addr()?);
-        let registry = Arc::new(hyrelay_relay::wcf_amqp::WcfRegistry::default());
         tokio::spawn(hyrelay_relay::wcf_amqp::serve(
             relay.clone(),
-            registry,
+            registry.clone(),
             l,
             Some(tokio_rustls::TlsAcceptor::from(tls_cfg)),
         ));
@@ -315,6 +327,9 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
     let mut addrs = addrs;
     if let Some(a) = amqp_bound {
         addrs.push(format!("amqps={a}"));
+    }
+    if let Some(a) = oneway_bound {
+        addrs.push(format!("oneway={a}"));
     }
     println!("hyrelay ready: {}", addrs.join(" "));
     run_servers(relay, eps).await

@@ -15,8 +15,9 @@ REFS="-r:System.ServiceModel -r:System.Runtime.Serialization -r:System.Core"
 mkdir -p bin/.tmp
 mcs -nologo -optimize+ -out:bin/.tmp/CreditCheckService.exe $REFS src/Contracts.cs src/Bindings.cs src/Service.cs
 mcs -nologo -optimize+ -out:bin/.tmp/CreditCheckClient.exe  $REFS src/Contracts.cs src/Bindings.cs src/Client.cs
-mv -f bin/.tmp/CreditCheckService.exe bin/.tmp/CreditCheckClient.exe bin/
+mcs -nologo -optimize+ -out:bin/.tmp/OnewaySender.exe $REFS src/OnewaySender.cs
+mv -f bin/.tmp/CreditCheckService.exe bin/.tmp/CreditCheckClient.exe bin/.tmp/OnewaySender.exe bin/
 rmdir bin/.tmp
 # Optional timing-fixed copy of System.ServiceModel.dll (used when MONO_WCF_NOSLEEP=1).
 python3 tools/patch_mono_sleep.py bin/nosleep >/dev/null || echo "warning: could not build bin/nosleep (see tools/patch_mono_sleep.py)" >&2
-echo "built: bin/CreditCheckService.exe bin/CreditCheckClient.exe bin/nosleep/System.ServiceModel.dll"
+echo "built: bin/CreditCheckService.exe bin/CreditCheckClient.exe bin/OnewaySender.exe bin/nosleep/System.ServiceModel.dll"

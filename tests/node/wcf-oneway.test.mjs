@@ -1,0 +1,151 @@
+// WCF Relay one-way and event relaying: a NetOneway/NetEvent sender built from Mono's stock WCF
+// (CustomBinding of BinaryMessageEncoding + TcpTransport, tools/peers/mono-wcf/src/OnewaySender.cs)
+// sends to the relay's port 9350 (here a free port); listeners are the independent npm rhea AMQP
+// stack registered as Microsoft.ServiceBus listeners do. NetEvent fans every message out to every
+// subscriber in order; NetOneway gives each message to one listener.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFile, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { createRequire } from 'node:module';
+import { BIN, PEERS, root, sasToken, sleep } from './harness.mjs';
+import { freePort } from './gateways.mjs';
+
+const require = createRequire(import.meta.url);
+const rhea = require(path.join(PEERS, 'rhea'));
+const MONO = path.join(root, 'tools', 'peers', 'mono-wcf');
+const KEY = 'd2NmLXJlbGF5LW9uZXdheS1hbmQtZXZlbnQtdGVzdC1rZXk=';
+let child, dir, amqpPort, onewayPort;
+
+before(async () => {
+  if (!fs.existsSync(path.join(MONO, 'bin', 'OnewaySender.exe'))) execFileSync(path.join(MONO, 'build.sh'), { stdio: 'ignore' });
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hyrelay-oneway-'));
+  amqpPort = await freePort();
+  onewayPort = await freePort();
+  fs.writeFileSync(path.join(dir, 'relay.toml'), `
+data_dir = "${dir}/data"
+[listen]
+http = "127.0.0.1:0"
+[wcf_relay]
+amqp = "127.0.0.1:${amqpPort}"
+oneway = "127.0.0.1:${onewayPort}"
+[[namespaces]]
+name = "contoso"
+hosts = ["contoso.relay.local", "127.0.0.1", "localhost"]
+  [[namespaces.rules]]
+  name = "RootManageSharedAccessKey"
+  rights = ["listen", "send", "manage"]
+  primary_key = "${KEY}"
+  [[namespaces.rules]]
+  name = "ListenOnly"
+  rights = ["listen"]
+  primary_key = "${KEY}"
+`);
+  child = spawn(BIN, ['relay', '--config', path.join(dir, 'relay.toml')], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HYRELAY_LOG: 'info' } });
+  let err = '';
+  child.stderr.on('data', (d) => { err += d; });
+  await new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; if (/oneway=/.test(out)) resolve(); });
+    child.on('exit', (c) => reject(new Error(`relay exited ${c}: ${err}`)));
+  });
+});
+after(async () => { child.kill('SIGTERM'); await new Promise((r) => child.once('exit', r)); fs.rmSync(dir, { recursive: true, force: true }); });
+
+const token = (p, rule = 'RootManageSharedAccessKey') => sasToken(`http://contoso.relay.local/${p}`, rule, KEY);
+
+// A rhea listener registered for `p` with `type`; collects the wrapped messages it gets.
+async function subscribe(p, type) {
+  const container = rhea.create_container({ id: `RelayConnection_${crypto.randomUUID()}` });
+  const conn = container.connect({ host: '127.0.0.1', port: amqpPort, transport: 'tls', servername: 'localhost', ca: fs.readFileSync(path.join(dir, 'data', 'ca.pem')), hostname: 'contoso-relay.relay.local', username: 'anonymous', reconnect: false });
+  conn.on('error', () => {});
+  conn.on('disconnected', () => {});
+  const base = `RelayLink_${crypto.randomUUID()}`;
+  const address = `sb://contoso.relay.local/${p}/`;
+  const properties = { 'com.microsoft:swt': token(p), 'com.microsoft:listener-type': type };
+  conn.open_sender({ name: `${base}:out`, target: { address }, properties });
+  const inn = conn.open_receiver({ name: `${base}:in`, source: { address }, properties, credit_window: 1000 });
+  const got = [];
+  inn.on('message', (ctx) => {
+    const b = ctx.message.body;
+    got.push(Buffer.from(b && b.content !== undefined ? b.content : b));
+    if (process.env.DUMP_ONEWAY && got.length === 1) fs.writeFileSync(process.env.DUMP_ONEWAY, got[0]);
+  });
+  await new Promise((r) => inn.once('receiver_open', r));
+  await sleep(200);
+  return { conn, got };
+}
+
+function send(p, n, { tag = 'A', size = 16, tok = token(p) } = {}) {
+  return new Promise((resolve) => {
+    execFile('mono', [path.join(MONO, 'bin', 'OnewaySender.exe'), `127.0.0.1:${onewayPort}`, `sb://contoso.relay.local/${p}`, tok, String(n), '--tag', tag, '--size', String(size)],
+      { env: { ...process.env, MONO_PATH: path.join(MONO, 'bin', 'nosleep') }, timeout: 120000, maxBuffer: 64 << 20 },
+      (err, stdout) => resolve({ code: err ? err.code : 0, out: stdout }));
+  });
+}
+
+// The inner message's sequence tags ("A#17"), from the wrapper's base64 payload (the
+// longest base64 run in the wrapper).
+function tagsOf(buffers) {
+  return buffers.map((b) => {
+    const runs = b.toString('latin1').match(/[A-Za-z0-9+/]{40,}={0,2}/g) || [];
+    const b64 = runs.reduce((x, y) => (y.length > x.length ? y : x), '');
+    const m = Buffer.from(b64, 'base64').toString('latin1').match(/[A-Z]#\d+/g);
+    assert.equal(m && m.length, 1, 'one inner message per wrapper');
+    return m[0];
+  });
+}
+
+test('NetEvent: 10,000 messages from a Mono sender reach each of 3 subscribers, in order, none lost or duplicated', async () => {
+  const subs = [await subscribe('events', 'Multicast'), await subscribe('events', 'Multicast'), await subscribe('events', 'Multicast')];
+  const n = 10000;
+  const r = await send('events', n);
+  assert.equal(r.code, 0, r.out.split('\n').slice(-5).join('\n'));
+  assert.match(r.out, /CONNECTED/);
+  assert.match(r.out, new RegExp(`SUMMARY sent=${n}`));
+  const end = Date.now() + 30000;
+  while (subs.some((s) => s.got.length < n) && Date.now() < end) await sleep(100);
+  const expected = Array.from({ length: n }, (_, i) => `A#${i}`);
+  for (const s of subs) assert.deepEqual(tagsOf(s.got), expected);
+  // The wrapper decodes as the relay's OnewaySend envelope with RelayVia, and its payload
+  // is the sender's message.
+  const outer = execFileSync(BIN, ['nbfx', 'decode'], { input: subs[0].got[0] }).toString();
+  assert.match(outer, /<a:Action s:mustUnderstand="1">http:\/\/schemas\.microsoft\.com\/netservices\/2009\/05\/servicebus\/connect\/OnewaySend<\/a:Action>/);
+  assert.match(outer, /<RelayVia xmlns="http:\/\/schemas\.microsoft\.com\/netservices\/2009\/05\/servicebus\/connect">sb:\/\/contoso\.relay\.local\/events<\/RelayVia>/);
+  const b64 = outer.match(/<OnewaySend[^>]*>([A-Za-z0-9+/=]+)</)[1];
+  const inner = execFileSync(BIN, ['nbfx', 'decode'], { input: Buffer.from(b64, 'base64') }).toString();
+  assert.match(inner, /http:\/\/contoso\.example\/audit\/Record/);
+  assert.match(inner, /<Sender>A#0<\/Sender>/);
+  subs.forEach((s) => s.conn.close());
+});
+
+test('NetOneway: each message goes to exactly one of two listeners', async () => {
+  const a = await subscribe('orders', 'Unicast');
+  const b = await subscribe('orders', 'Unicast');
+  const n = 200;
+  const r = await send('orders', n, { tag: 'U' });
+  assert.equal(r.code, 0, r.out.split('\n').slice(-5).join('\n'));
+  const end = Date.now() + 10000;
+  while (a.got.length + b.got.length < n && Date.now() < end) await sleep(50);
+  const all = [...tagsOf(a.got), ...tagsOf(b.got)].sort();
+  assert.deepEqual(all, Array.from({ length: n }, (_, i) => `U#${i}`).sort());
+  assert.ok(a.got.length > 0 && b.got.length > 0, `${a.got.length} / ${b.got.length}`);
+  a.conn.close(); b.conn.close();
+});
+
+test('senders without Send rights, to nobody, or over 64 KB get the relay faults', async () => {
+  let r = await send('events-x', 1, { tok: token('events-x', 'ListenOnly') });
+  assert.match(r.out, /FAULT AuthorizationFailedFault .*send is required/);
+  r = await send('nobody-listens', 1);
+  assert.match(r.out, /FAULT EndpointNotFoundFault no listener is connected for 'nobody-listens'/);
+  const s = await subscribe('big', 'Unicast');
+  r = await send('big', 1, { size: 70000 });
+  assert.match(r.out, /FAULT QuotaExceededFault .*65536/);
+  assert.equal(s.got.length, 0);
+  r = await send('big', 1, { size: 1000 });
+  assert.equal(r.code, 0, r.out);
+  s.conn.close();
+});
