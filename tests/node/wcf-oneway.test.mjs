@@ -18,13 +18,14 @@ const require = createRequire(import.meta.url);
 const rhea = require(path.join(PEERS, 'rhea'));
 const MONO = path.join(root, 'tools', 'peers', 'mono-wcf');
 const KEY = 'd2NmLXJlbGF5LW9uZXdheS1hbmQtZXZlbnQtdGVzdC1rZXk=';
-let child, dir, amqpPort, onewayPort;
+let child, dir, amqpPort, onewayPort, sbmpPort, relayErr = '';
 
 before(async () => {
   if (!fs.existsSync(path.join(MONO, 'bin', 'OnewaySender.exe'))) execFileSync(path.join(MONO, 'build.sh'), { stdio: 'ignore' });
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hyrelay-oneway-'));
   amqpPort = await freePort();
   onewayPort = await freePort();
+  sbmpPort = await freePort();
   fs.writeFileSync(path.join(dir, 'relay.toml'), `
 data_dir = "${dir}/data"
 [listen]
@@ -32,6 +33,7 @@ http = "127.0.0.1:0"
 [wcf_relay]
 amqp = "127.0.0.1:${amqpPort}"
 oneway = "127.0.0.1:${onewayPort}"
+sbmp = "127.0.0.1:${sbmpPort}"
 [[namespaces]]
 name = "contoso"
 hosts = ["contoso.relay.local", "127.0.0.1", "localhost"]
@@ -46,7 +48,7 @@ hosts = ["contoso.relay.local", "127.0.0.1", "localhost"]
 `);
   child = spawn(BIN, ['relay', '--config', path.join(dir, 'relay.toml')], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HYRELAY_LOG: 'info' } });
   let err = '';
-  child.stderr.on('data', (d) => { err += d; });
+  child.stderr.on('data', (d) => { err += d; relayErr += d; });
   await new Promise((resolve, reject) => {
     let out = '';
     child.stdout.on('data', (d) => { out += d; if (/oneway=/.test(out)) resolve(); });
@@ -93,9 +95,12 @@ function tagsOf(buffers) {
   return buffers.map((b) => {
     const runs = b.toString('latin1').match(/[A-Za-z0-9+/]{40,}={0,2}/g) || [];
     const b64 = runs.reduce((x, y) => (y.length > x.length ? y : x), '');
-    const m = Buffer.from(b64, 'base64').toString('latin1').match(/[A-Z]#\d+/g);
-    assert.equal(m && m.length, 1, 'one inner message per wrapper');
-    return m[0];
+    // The Sender element's text: a Chars8TextWithEndElement record (0x99, length, text);
+    // the length check keeps random bytes (a binary MessageID) from matching.
+    const inner = Buffer.from(b64, 'base64').toString('latin1');
+    const m = [...inner.matchAll(/\x99([\s\S])([A-Z]#\d+)/g)].filter((x) => x[1].charCodeAt(0) === x[2].length);
+    assert.equal(m.length, 1, 'one inner message per wrapper');
+    return m[0][2];
   });
 }
 
@@ -148,4 +153,16 @@ test('senders without Send rights, to nobody, or over 64 KB get the relay faults
   r = await send('big', 1, { size: 1000 });
   assert.equal(r.code, 0, r.out);
   s.conn.close();
+});
+
+test('port 9354 (SBMP) is not relay: a stock Mono NetTcp client gets the EndpointNotFound framing fault and the log says why', async () => {
+  const r = await new Promise((resolve) => {
+    execFile(path.join(MONO, 'run-client.sh'), ['127.0.0.1', '18100', '1', '--via', `127.0.0.1:${sbmpPort}`],
+      { timeout: 60000 }, (err, stdout) => resolve({ code: err ? err.code : 0, out: stdout }));
+  });
+  assert.notEqual(r.code, 0);
+  // Mono reports the framing fault as a FaultException naming the fault URI.
+  assert.match(r.out, /ERROR System.ServiceModel.FaultException: http:\/\/schemas.microsoft.com\/ws\/2006\/05\/framing\/faults\/EndpointNotFound/);
+  await sleep(200);
+  assert.match(relayErr, /SBMP\/NetMessaging \(port 9354\) is not served by hyrelay/);
 });

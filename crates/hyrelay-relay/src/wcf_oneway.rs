@@ -387,3 +387,59 @@ fn handle_message(
         Some(reply_xml(&format!("{CONNECT_NS}/SendReply"), &id, ""))
     }
 }
+
+/// Port 9354 (SBMP, Service Bus messaging): not relay. Each connection gets the NMF
+/// framing fault `EndpointNotFound` once its preamble is complete, a log line that says why,
+/// and is closed (an extension: Azure serves Service Bus messaging there).
+pub async fn serve_sbmp(listener: TcpListener) {
+    loop {
+        let (mut tcp, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("sbmp accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            let mut sess = ServerSession::new(NmfLimits::default(), ServerPolicy::default());
+            sess.start(t0.elapsed());
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let n =
+                    match tokio::time::timeout(Duration::from_secs(30), tcp.read(&mut buf)).await {
+                        Ok(Ok(n)) if n > 0 => n,
+                        _ => break,
+                    };
+                sess.feed(&buf[..n]);
+                let mut faulted = false;
+                loop {
+                    match sess.poll_event() {
+                        Ok(Some(ServerEvent::PreambleComplete(p))) => {
+                            tracing::warn!(peer = %remote, via = %p.via, "SBMP/NetMessaging (port 9354) is not served by hyrelay: answered EndpointNotFound");
+                            sess.fault(FaultCode::EndpointNotFound);
+                            faulted = true;
+                            break;
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::info!(peer = %remote, "port 9354: not a framing preamble ({e}); closed");
+                            faulted = true;
+                            break;
+                        }
+                    }
+                }
+                let out = sess.take_output();
+                if !out.is_empty() {
+                    let _ = tcp.write_all(&out).await;
+                }
+                if faulted {
+                    let _ = tcp.shutdown().await;
+                    break;
+                }
+            }
+        });
+    }
+}

@@ -201,11 +201,10 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
                 ("oneway_tls", w.oneway_tls.is_some()),
                 ("nettcp", w.nettcp.is_some()),
                 ("probe", w.probe.is_some()),
-                ("sbmp", w.sbmp.is_some()),
             ] {
                 if set {
                     bail!(
-                        "{}: [wcf_relay] {key} is not served by this build yet: of the WCF Relay face (issue #7) only the AMQP listener plane (amqp) and one-way senders in clear (oneway) are; remove {key}",
+                        "{}: [wcf_relay] {key} is not served by this build yet: of the WCF Relay face (issue #7) only the AMQP listener plane (amqp), one-way senders in clear (oneway) and the SBMP refusal (sbmp) are; remove {key}",
                         a.config.display()
                     );
                 }
@@ -214,6 +213,7 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
         }
     };
     let oneway_addr = cfg.wcf_relay.as_ref().and_then(|w| w.oneway);
+    let sbmp_addr = cfg.wcf_relay.as_ref().and_then(|w| w.sbmp);
     let data_dir = cfg.data_dir.clone();
     let tls_cfg = match (&cfg.tls, cfg.listen.https.or(amqp_addr)) {
         (_, None) => None,
@@ -296,6 +296,14 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
             l,
         ));
     }
+    let mut sbmp_bound = None;
+    if let Some(addr) = sbmp_addr {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("[wcf_relay] sbmp: cannot listen on {addr}"))?;
+        sbmp_bound = Some(l.local_addr()?);
+        tokio::spawn(hyrelay_relay::wcf_oneway::serve_sbmp(l));
+    }
     if let (Some(addr), Some(tls_cfg)) = (amqp_addr, tls_cfg.clone()) {
         let l = tokio::net::TcpListener::bind(addr)
             .await
@@ -330,6 +338,9 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
     }
     if let Some(a) = oneway_bound {
         addrs.push(format!("oneway={a}"));
+    }
+    if let Some(a) = sbmp_bound {
+        addrs.push(format!("sbmp={a}"));
     }
     println!("hyrelay ready: {}", addrs.join(" "));
     run_servers(relay, eps).await
