@@ -166,3 +166,48 @@ test('port 9354 (SBMP) is not relay: a stock Mono NetTcp client gets the Endpoin
   await sleep(200);
   assert.match(relayErr, /SBMP\/NetMessaging \(port 9354\) is not served by hyrelay/);
 });
+
+test('hyrelay up --wcf-relay: the real ports 5671, 9350 and 9354 carry a one-way message end to end', async (t) => {
+  const net = await import('node:net');
+  const busy = async (port) => new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(true));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(false)));
+  });
+  for (const p of [5671, 9350, 9354]) {
+    if (await busy(p)) { t.skip(`port ${p} is in use on this machine`); return; }
+  }
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'hyrelay-up-wcf-'));
+  const up = spawn(BIN, ['up', '--data-dir', d, '--http-port', '0', '--https-port', '0', '--management-port', '0', '--wcf-relay'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    const out = await new Promise((resolve, reject) => {
+      let o = '';
+      up.stdout.on('data', (x) => { o += x; if (/hyrelay ready/.test(o)) resolve(o); });
+      up.on('exit', (c) => reject(new Error('up exited ' + c)));
+    });
+    assert.match(out, /WCF Relay: +amqps=127\.0\.0\.1:5671 oneway=127\.0\.0\.1:9350 sbmp=127\.0\.0\.1:9354/);
+    const key = out.match(/SharedAccessKey=([^\s;]+)/)[1];
+    const tok = (p) => sasToken(`http://127.0.0.1/${p}`, 'RootManageSharedAccessKey', key);
+    const container = rhea.create_container();
+    const conn = container.connect({ host: '127.0.0.1', port: 5671, transport: 'tls', servername: '127.0.0.1', ca: fs.readFileSync(path.join(d, 'ca.pem')), hostname: 'hyrelay-relay.127.0.0.1', username: 'anonymous', reconnect: false });
+    conn.on('error', () => {});
+    conn.on('disconnected', () => {});
+    const props = { 'com.microsoft:swt': tok('audit'), 'com.microsoft:listener-type': 'Unicast' };
+    const inn = conn.open_receiver({ name: 'RelayLink_up:in', source: { address: 'sb://127.0.0.1/audit/' }, properties: props });
+    const got = [];
+    inn.on('message', (ctx) => got.push(ctx.message.body));
+    await new Promise((r) => inn.once('receiver_open', r));
+    await sleep(200);
+    const r = await new Promise((resolve) => execFile('mono', [path.join(MONO, 'bin', 'OnewaySender.exe'), '127.0.0.1:9350', 'sb://127.0.0.1/audit', tok('audit'), '3'],
+      { env: { ...process.env, MONO_PATH: path.join(MONO, 'bin', 'nosleep') }, timeout: 60000 }, (err, stdout) => resolve({ code: err ? err.code : 0, out: stdout })));
+    assert.equal(r.code, 0, r.out);
+    const end = Date.now() + 5000;
+    while (got.length < 3 && Date.now() < end) await sleep(50);
+    assert.equal(got.length, 3);
+    conn.close();
+  } finally {
+    up.kill('SIGTERM');
+    await new Promise((r) => up.once('exit', r));
+    fs.rmSync(d, { recursive: true, force: true });
+  }
+});

@@ -36,6 +36,11 @@ pub struct UpArgs {
     /// --host; 0 picks a free port. If the port is taken, the relay runs without them.
     #[arg(long, default_value_t = 9090)]
     management_port: u16,
+    /// Also serve the legacy WCF Relay face on its real ports, on --host: AMQP listener
+    /// registration on 5671 (TLS, the development certificate), NetOneway/NetEvent senders
+    /// on 9350, and the SBMP refusal on 9354.
+    #[arg(long)]
+    wcf_relay: bool,
 }
 
 #[derive(clap::Args)]
@@ -82,7 +87,7 @@ pub async fn up(a: UpArgs) -> Result<()> {
         ..Default::default()
     })?;
     let http = Endpoint::bind(SocketAddr::new(ip, a.http_port), None).await?;
-    let https = Endpoint::bind(SocketAddr::new(ip, a.https_port), Some(tls_cfg)).await?;
+    let https = Endpoint::bind(SocketAddr::new(ip, a.https_port), Some(tls_cfg.clone())).await?;
     let (hp, sp) = (http.local_addr()?.port(), https.local_addr()?.port());
     let mgmt = match Endpoint::bind_management(SocketAddr::new(ip, a.management_port)).await {
         Ok(ep) => Some(ep),
@@ -95,6 +100,39 @@ pub async fn up(a: UpArgs) -> Result<()> {
         .as_ref()
         .and_then(|m| m.local_addr().ok())
         .map(|a| a.port());
+    let mut wcf_lines = Vec::new();
+    if a.wcf_relay {
+        let registry = Arc::new(hyrelay_relay::wcf_amqp::WcfRegistry::default());
+        let bind = |port: u16, what: &'static str| {
+            let addr = SocketAddr::new(ip, port);
+            async move {
+                tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                    format!("--wcf-relay: cannot listen on {addr} ({what}); is another relay or an AMQP broker using it?")
+                })
+            }
+        };
+        let amqp = bind(5671, "AMQP listener registration").await?;
+        let oneway = bind(9350, "NetOneway/NetEvent senders").await?;
+        let sbmp = bind(9354, "SBMP refusal").await?;
+        wcf_lines.push(format!(
+            "  WCF Relay:        amqps={} oneway={} sbmp={}",
+            amqp.local_addr()?,
+            oneway.local_addr()?,
+            sbmp.local_addr()?
+        ));
+        tokio::spawn(hyrelay_relay::wcf_amqp::serve(
+            relay.clone(),
+            registry.clone(),
+            amqp,
+            Some(tokio_rustls::TlsAcceptor::from(tls_cfg.clone())),
+        ));
+        tokio::spawn(hyrelay_relay::wcf_oneway::serve(
+            relay.clone(),
+            registry,
+            oneway,
+        ));
+        tokio::spawn(hyrelay_relay::wcf_oneway::serve_sbmp(sbmp));
+    }
     let root = state
         .namespaces
         .iter()
@@ -119,6 +157,9 @@ pub async fn up(a: UpArgs) -> Result<()> {
     );
     if let Some(mp) = mp {
         println!("  status page:      http://{host}:{mp}/  (metrics: /metrics)");
+    }
+    for l in &wcf_lines {
+        println!("{l}");
     }
     println!("hyrelay ready: http={host}:{hp} https={host}:{sp}");
     tracing::info!("listening on http://{host}:{hp} and https://{host}:{sp}");
