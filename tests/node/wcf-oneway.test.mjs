@@ -18,7 +18,7 @@ const require = createRequire(import.meta.url);
 const rhea = require(path.join(PEERS, 'rhea'));
 const MONO = path.join(root, 'tools', 'peers', 'mono-wcf');
 const KEY = 'd2NmLXJlbGF5LW9uZXdheS1hbmQtZXZlbnQtdGVzdC1rZXk=';
-let child, dir, amqpPort, onewayPort, sbmpPort, relayErr = '';
+let child, dir, amqpPort, onewayPort, sbmpPort, httpAddr, relayErr = '';
 
 before(async () => {
   if (!fs.existsSync(path.join(MONO, 'bin', 'OnewaySender.exe'))) execFileSync(path.join(MONO, 'build.sh'), { stdio: 'ignore' });
@@ -45,13 +45,15 @@ hosts = ["contoso.relay.local", "127.0.0.1", "localhost"]
   name = "ListenOnly"
   rights = ["listen"]
   primary_key = "${KEY}"
+  [[namespaces.hybrid_connections]]
+  name = "audit-hc"
 `);
   child = spawn(BIN, ['relay', '--config', path.join(dir, 'relay.toml')], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HYRELAY_LOG: 'info' } });
   let err = '';
   child.stderr.on('data', (d) => { err += d; relayErr += d; });
   await new Promise((resolve, reject) => {
     let out = '';
-    child.stdout.on('data', (d) => { out += d; if (/oneway=/.test(out)) resolve(); });
+    child.stdout.on('data', (d) => { out += d; const m = out.match(/hyrelay ready: (\S+).*oneway=/); if (m) { httpAddr = m[1]; resolve(); } });
     child.on('exit', (c) => reject(new Error(`relay exited ${c}: ${err}`)));
   });
 });
@@ -210,4 +212,30 @@ test('hyrelay up --wcf-relay: the real ports 5671, 9350 and 9354 carry a one-way
     await new Promise((r) => up.once('exit', r));
     fs.rmSync(d, { recursive: true, force: true });
   }
+});
+
+test('both faces: a legacy one-way sender reaches a Hybrid Connections HTTP listener (npm hyco-https) as SOAP 1.2 POSTs', async () => {
+  const hyco = require(path.join(PEERS, 'hyco-https'));
+  hyco.createRelayBaseUri = (ns, p) => `ws://${ns}/$hc/${p}`;
+  const uri = hyco.createRelayListenUri(httpAddr, 'audit-hc');
+  const seen = [];
+  let status = 202;
+  const server = hyco.createRelayedServer({ server: uri, token: () => hyco.createRelayToken(uri, 'RootManageSharedAccessKey', KEY) }, (req, res) => {
+    let body = '';
+    req.on('data', (d) => { body += d; });
+    req.on('end', () => { seen.push({ method: req.method, ct: req.headers['content-type'], via: req.headers['x-relay-via'], body }); res.statusCode = status; res.end(); });
+  });
+  server.listen();
+  await new Promise((r) => server.on('listening', r));
+  let r = await send('audit-hc', 5, { tag: 'H' });
+  assert.equal(r.code, 0, r.out);
+  assert.equal(seen.length, 5);
+  assert.deepEqual(seen.map((x) => x.body.match(/<Sender>(H#\d+)<\/Sender>/)[1]), ['H#0', 'H#1', 'H#2', 'H#3', 'H#4']);
+  assert.ok(seen.every((x) => x.method === 'POST' && /^application\/soap\+xml; charset=utf-8; action="http:\/\/contoso\.example\/audit\/Record"$/.test(x.ct)), JSON.stringify(seen[0]));
+  assert.equal(seen[0].via, 'sb://contoso.relay.local/audit-hc');
+  // The listener refuses: the legacy sender gets a fault, not a silent loss.
+  status = 500;
+  r = await send('audit-hc', 1, { tag: 'H' });
+  assert.match(r.out, /FAULT InvalidRequestFault the Hybrid Connections listener of 'audit-hc' answered HTTP 500/);
+  server.close();
 });

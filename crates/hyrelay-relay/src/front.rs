@@ -865,3 +865,86 @@ impl http_body::Body for ChannelBody {
         }
     }
 }
+
+/// Relays one complete HTTP POST, made by the relay itself, to a listener of hybrid
+/// connection `hc` (on any gateway) over its control channel, and returns the listener's
+/// status. Used by the WCF Relay face so that one-way senders reach Hybrid Connections
+/// HTTP listeners (a migration path: an extension, Azure keeps the faces apart).
+pub async fn relay_internal_post(
+    relay: &Arc<Relay>,
+    ns: &Namespace,
+    hc: &str,
+    headers: &[(&str, String)],
+    body: Bytes,
+    remote: SocketAddr,
+) -> Result<u16, String> {
+    let entity = entity_key(&ns.name, hc);
+    let route = relay
+        .route(&entity, None, None, &[])
+        .await
+        .ok_or_else(|| format!("no listener is connected for '{hc}'"))?;
+    let id = new_guid();
+    let base = match &route {
+        Route::Local(h) => h.base.clone(),
+        Route::Remote(_) => relay
+            .opts
+            .public_address
+            .clone()
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_string(),
+    };
+    let mut h = Map::new();
+    for (k, v) in headers {
+        h.insert((*k).to_string(), Value::String(v.clone()));
+    }
+    h.insert(
+        "Content-Length".into(),
+        Value::String(body.len().to_string()),
+    );
+    let json = encode_request(&HcRequest {
+        address: format!("{base}/$hc/{hc}?sb-hc-action=request&sb-hc-id={id}"),
+        id: id.clone(),
+        request_target: Some(format!("/{hc}")),
+        method: Some("POST".into()),
+        remote_endpoint: Some(RemoteEndpoint {
+            address: remote.ip().to_string(),
+            port: remote.port(),
+        }),
+        request_headers: Some(h),
+        body: Some(!body.is_empty()),
+    });
+    let (tx, rx) = oneshot::channel();
+    relay.add_request(Arc::new(PendingRequest {
+        id: id.clone(),
+        entity: entity.clone(),
+        listener: route.serial(),
+        delivery: Mutex::new(None),
+        response: Mutex::new(Some(tx)),
+    }));
+    let remote_route = matches!(route, Route::Remote(_));
+    let sent = relay
+        .offer_with(
+            &entity,
+            &route,
+            &json,
+            (!body.is_empty()).then_some(&body[..]),
+            remote_route.then_some(id.as_str()),
+        )
+        .await;
+    if let Err(e) = sent {
+        relay.drop_request(&id);
+        return Err(e);
+    }
+    match tokio::time::timeout(relay.opts.response_timeout, rx).await {
+        Ok(Ok(start)) => Ok(start.status),
+        Ok(Err(_)) => {
+            relay.drop_request(&id);
+            Err("the listener disconnected before responding".into())
+        }
+        Err(_) => {
+            relay.drop_request(&id);
+            Err("the listener did not respond in time".into())
+        }
+    }
+}

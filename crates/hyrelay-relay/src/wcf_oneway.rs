@@ -169,6 +169,9 @@ struct Sender {
 }
 
 async fn run(relay: Arc<Relay>, registry: Arc<WcfRegistry>, mut tcp: tokio::net::TcpStream) {
+    let remote = tcp
+        .peer_addr()
+        .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     let t0 = Instant::now();
     let mut sess = ServerSession::new(
         NmfLimits {
@@ -212,7 +215,9 @@ async fn run(relay: Arc<Relay>, registry: Arc<WcfRegistry>, mut tcp: tokio::net:
                     let _ = sess.accept_preamble();
                 }
                 Ok(Some(ServerEvent::Message(payload))) => {
-                    if let Some(reply) = handle_message(&relay, &registry, &mut s, &payload) {
+                    if let Some(reply) =
+                        handle_message(&relay, &registry, &mut s, &payload, remote).await
+                    {
                         match xml_to_session_message(&reply, &mut s.send, &EncodeOptions::default())
                         {
                             Ok(m) => {
@@ -253,11 +258,12 @@ async fn run(relay: Arc<Relay>, registry: Arc<WcfRegistry>, mut tcp: tokio::net:
 }
 
 /// One message of a sender session; returns the reply (text XML) to send.
-fn handle_message(
-    relay: &Relay,
+async fn handle_message(
+    relay: &Arc<Relay>,
     registry: &WcfRegistry,
     s: &mut Sender,
     payload: &[u8],
+    remote: std::net::SocketAddr,
 ) -> Option<String> {
     let limits = hyrelay_nbfx::Limits::buffered(MAX_ONEWAY * 2);
     let msg = match read_session_message(payload, &mut s.recv, &limits) {
@@ -377,6 +383,33 @@ fn handle_message(
             s.path.to_ascii_lowercase()
         );
         if registry.deliver(&key, wrapped) == 0 {
+            // No WCF Relay listener: a Hybrid Connection of that name gets the message as
+            // a SOAP 1.2 POST (extension: the migration path between the two faces).
+            if let Some(hc) = ns.hc(&s.path).map(|h| h.name.clone()) {
+                let ct = format!(
+                    "application/soap+xml; charset=utf-8; action=\"{}\"",
+                    action.replace('"', "")
+                );
+                let headers = [("Content-Type", ct), ("X-Relay-Via", s.via.clone())];
+                let ns = ns.clone();
+                let body = bytes::Bytes::from(xml.clone());
+                let r = crate::front::relay_internal_post(relay, &ns, &hc, &headers, body, remote)
+                    .await;
+                return Some(match r {
+                    Ok(status) if (200..300).contains(&status) => {
+                        s.sent += 1;
+                        reply_xml(&format!("{CONNECT_NS}/SendReply"), &id, "")
+                    }
+                    Ok(status) => fault_xml(
+                        &id,
+                        "InvalidRequestFault",
+                        &format!(
+                            "the Hybrid Connections listener of '{hc}' answered HTTP {status}"
+                        ),
+                    ),
+                    Err(e) => fault_xml(&id, "EndpointNotFoundFault", &e),
+                });
+            }
             return Some(fault_xml(
                 &id,
                 "EndpointNotFoundFault",
