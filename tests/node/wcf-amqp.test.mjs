@@ -19,7 +19,7 @@ const rhea = require(path.join(PEERS, 'rhea'));
 const frames = require(path.join(PEERS, 'rhea', 'lib', 'frames.js'));
 
 const KEY = 'd2NmLXJlbGF5LWxpc3RlbmVyLXBsYW5lLXRlc3Qta2V5LTA=';
-let child, dir, amqpPort;
+let child, dir, amqpPort, httpsAddr;
 
 before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hyrelay-amqp-'));
@@ -28,6 +28,7 @@ before(async () => {
 data_dir = "${dir}/data"
 [listen]
 http = "127.0.0.1:0"
+https = "127.0.0.1:0"
 [limits]
 token_grace = "2s"
 [wcf_relay]
@@ -49,7 +50,7 @@ hosts = ["contoso.relay.local", "127.0.0.1", "localhost"]
   child.stderr.on('data', (d) => { err += d; });
   await new Promise((resolve, reject) => {
     let out = '';
-    child.stdout.on('data', (d) => { out += d; if (/amqps=/.test(out)) resolve(); });
+    child.stdout.on('data', (d) => { out += d; const m = out.match(/hyrelay ready: \S+ (\S+) amqps=/); if (m) { httpsAddr = m[1]; resolve(); } });
     child.on('exit', (c) => reject(new Error(`relay exited ${c}: ${err}`)));
   });
 });
@@ -191,4 +192,28 @@ test('garbage and unknown namespaces: the AMQP answer, a log line, and nothing e
   const ok = connect();
   assert.deepEqual(await listenerPair(ok, 'after-garbage').ready, ['open', 'open']);
   ok.close();
+});
+
+test('listeners without port 5671: AMQP over wss://…/$servicebus/websocket, sub-protocol wsrelayedamqp', async () => {
+  const WebSocket = require(path.join(PEERS, 'ws'));
+  const ca = fs.readFileSync(path.join(dir, 'data', 'ca.pem'));
+  class CaWebSocket extends WebSocket {
+    constructor(url, protocols, options) { super(url, protocols, { ...options, ca, servername: 'localhost' }); }
+  }
+  const container = rhea.create_container({ id: `RelayConnection_${crypto.randomUUID()}` });
+  const details = container.websocket_connect(CaWebSocket)(`wss://${httpsAddr}/$servicebus/websocket`, ['wsrelayedamqp'], {});
+  const conn = container.connect({ connection_details: details, hostname: 'contoso-relay.relay.local', username: 'anonymous', reconnect: false });
+  conn.on('error', () => {});
+  conn.on('disconnected', () => {});
+  const pair = listenerPair(conn, 'over-websocket');
+  assert.deepEqual(await pair.ready, ['open', 'open']);
+  conn.close();
+  // Other sub-protocols are refused with a reason.
+  const res = await new Promise((resolve) => {
+    const w = new CaWebSocket(`wss://${httpsAddr}/$servicebus/websocket`, ['wsrelayedconnection']);
+    w.on('unexpected-response', (req, r) => { let b = ''; r.on('data', (d) => { b += d; }); r.on('end', () => resolve({ status: r.statusCode, b })); });
+    w.on('error', () => {});
+  });
+  assert.equal(res.status, 400);
+  assert.match(res.b + '', /only wsrelayedamqp/);
 });

@@ -404,6 +404,8 @@ pub struct Relay {
     forwarded: Mutex<HashMap<String, (String, Instant)>>,
     /// When this gateway started.
     pub started: Instant,
+    /// The WCF Relay face's listener registry, when that face is on.
+    pub wcf: std::sync::OnceLock<Arc<crate::wcf_amqp::WcfRegistry>>,
 }
 
 impl Relay {
@@ -435,6 +437,7 @@ impl Relay {
             stats: Mutex::new(HashMap::new()),
             forwarded: Mutex::new(HashMap::new()),
             started: Instant::now(),
+            wcf: std::sync::OnceLock::new(),
         });
         match state {
             Some(st) => r.apply_state(&st),

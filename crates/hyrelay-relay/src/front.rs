@@ -235,6 +235,9 @@ async fn dispatch(relay: Arc<Relay>, conn: ConnInfo, req: Request<Incoming>) -> 
             return r;
         }
     }
+    if target.starts_with("/$servicebus/websocket") {
+        return servicebus_websocket(relay, req).await;
+    }
     if target.starts_with("/$hyrelay/") || target == "/$hyrelay" {
         return crate::mgmt::handle(relay, conn, req, &host).await;
     }
@@ -947,4 +950,46 @@ pub async fn relay_internal_post(
             Err("the listener did not respond in time".into())
         }
     }
+}
+
+/// `/$servicebus/websocket`: the WCF Relay's WebSocket transports. `wsrelayedamqp` (listener
+/// registration) is served; `wsrelayedconnection` and `wsrelayedoneway` are not yet.
+async fn servicebus_websocket(relay: Arc<Relay>, mut req: Request<Incoming>) -> Response<Body> {
+    let Some(registry) = relay.wcf.get().cloned() else {
+        return reply(
+            404,
+            "The WCF Relay face is off on this relay (hyrelay up --wcf-relay, or [wcf_relay] in the configuration)",
+        );
+    };
+    if !is_ws_upgrade(&req) {
+        return reply(400, "/$servicebus/websocket needs a WebSocket upgrade");
+    }
+    let offered = header_str(req.headers(), "sec-websocket-protocol").unwrap_or("");
+    if !offered
+        .split(',')
+        .any(|p| p.trim().eq_ignore_ascii_case("wsrelayedamqp"))
+    {
+        return reply(
+            400,
+            &format!("Sub-protocol '{offered}' is not served here: only wsrelayedamqp (WCF Relay listener registration) is"),
+        );
+    }
+    let accept = match ws_accept_key(&req) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let up = hyper::upgrade::on(&mut req);
+    tokio::spawn(
+        async move {
+            match up.await {
+                Ok(u) => match into_leg(u) {
+                    Ok(leg) => crate::wcf_amqp::run_websocket(relay, registry, leg).await,
+                    Err(e) => tracing::error!("{e}"),
+                },
+                Err(e) => tracing::debug!("wsrelayedamqp upgrade failed: {e}"),
+            }
+        }
+        .in_current_span(),
+    );
+    switching(&accept, Some("wsrelayedamqp"))
 }

@@ -240,7 +240,8 @@ pub async fn serve(
     }
 }
 
-async fn run<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+/// Serves one AMQP connection on `io` (TLS on 5671, or a WebSocket bridged to a byte pipe).
+pub async fn run<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     relay: Arc<Relay>,
     registry: Arc<WcfRegistry>,
     mut io: S,
@@ -495,4 +496,59 @@ fn register(
         path,
         we_send: a.peer_is_receiver,
     })
+}
+
+/// `wss://ns/$servicebus/websocket` with sub-protocol `wsrelayedamqp`: AMQP inside binary
+/// WebSocket messages (F2: the listener's transport when TCP 5671 is not available). The
+/// WebSocket is bridged to an in-memory byte pipe that [`run`] serves like a TLS socket.
+pub async fn run_websocket(relay: Arc<Relay>, registry: Arc<WcfRegistry>, leg: hyrelay_net::Leg) {
+    use hyrelay_net::splice::split;
+    use hyrelay_net::ws::{FrameReader, FrameWriter, Role};
+    use hyrelay_ws::OpCode;
+    let (r, w) = split(leg.stream);
+    let mut reader = FrameReader::new(r, leg.leftover, Role::Server, 1 << 20);
+    let writer = Arc::new(tokio::sync::Mutex::new(FrameWriter::new(w, Role::Server)));
+    let (ours, theirs) = tokio::io::duplex(256 * 1024);
+    let (mut pipe_r, mut pipe_w) = tokio::io::split(ours);
+    let amqp = tokio::spawn(run(relay, registry, theirs));
+    let w2 = writer.clone();
+    let down = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match pipe_r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if w2.lock().await.frame(true, OpCode::Binary, &buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = w2.lock().await.close(1000, "AMQP connection closed").await;
+    });
+    loop {
+        let h = match reader.header().await {
+            Ok(Some(h)) => h,
+            _ => break,
+        };
+        let p = match reader.payload(1 << 20).await {
+            Ok(p) => p,
+            Err(_) => break,
+        };
+        match h.opcode {
+            OpCode::Binary | OpCode::Continuation | OpCode::Text => {
+                if pipe_w.write_all(&p).await.is_err() {
+                    break;
+                }
+            }
+            OpCode::Ping => {
+                let _ = writer.lock().await.frame(true, OpCode::Pong, &p).await;
+            }
+            OpCode::Close => break,
+            _ => {}
+        }
+    }
+    let _ = pipe_w.shutdown().await;
+    let _ = amqp.await;
+    down.abort();
 }

@@ -103,6 +103,7 @@ pub async fn up(a: UpArgs) -> Result<()> {
     let mut wcf_lines = Vec::new();
     if a.wcf_relay {
         let registry = Arc::new(hyrelay_relay::wcf_amqp::WcfRegistry::default());
+        let _ = relay.wcf.set(registry.clone());
         let bind = |port: u16, what: &'static str| {
             let addr = SocketAddr::new(ip, port);
             async move {
@@ -325,6 +326,9 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
     }
     let mut amqp_bound = None;
     let registry = Arc::new(hyrelay_relay::wcf_amqp::WcfRegistry::default());
+    if cfg.wcf_relay.is_some() {
+        let _ = relay.wcf.set(registry.clone());
+    }
     let mut oneway_bound = None;
     if let Some(addr) = oneway_addr {
         let l = tokio::net::TcpListener::bind(addr)
