@@ -518,7 +518,13 @@ pub async fn run_websocket(relay: Arc<Relay>, registry: Arc<WcfRegistry>, leg: h
             match pipe_r.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if w2.lock().await.frame(true, OpCode::Binary, &buf[..n]).await.is_err() {
+                    if w2
+                        .lock()
+                        .await
+                        .frame(true, OpCode::Binary, &buf[..n])
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -536,10 +542,10 @@ pub async fn run_websocket(relay: Arc<Relay>, registry: Arc<WcfRegistry>, leg: h
             Err(_) => break,
         };
         match h.opcode {
-            OpCode::Binary | OpCode::Continuation | OpCode::Text => {
-                if pipe_w.write_all(&p).await.is_err() {
-                    break;
-                }
+            OpCode::Binary | OpCode::Continuation | OpCode::Text
+                if pipe_w.write_all(&p).await.is_err() =>
+            {
+                break;
             }
             OpCode::Ping => {
                 let _ = writer.lock().await.frame(true, OpCode::Pong, &p).await;
