@@ -163,14 +163,16 @@ fn path_of(address: &str) -> Option<String> {
     (!path.is_empty()).then(|| path.to_string())
 }
 
-fn check_token(
+/// Authorizes `token` for `rights` on the WCF relay at `path`: entity rules do not exist
+/// yet, so the namespace's rules decide, with the token's audience covering the path.
+/// Returns the token's expiry.
+pub(crate) fn authorize_path(
+    relay: &Relay,
     ns: &Namespace,
     path: &str,
     token: Option<&str>,
-    relay: &Relay,
-) -> Result<u64, AmqpError> {
-    // The WCF relay at `path` seen as an entity: entity rules do not exist yet, so the
-    // namespace's rules decide, with the token's audience covering the path.
+    rights: Rights,
+) -> Result<u64, hyrelay_hc::sas::TokenError> {
     let entity = HybridConnection {
         name: path.to_string(),
         requires_client_authorization: true,
@@ -183,12 +185,21 @@ fn check_token(
         ns,
         Some(&entity),
         token,
-        Rights::LISTEN,
+        rights,
         now_secs(),
         relay.opts.clock_skew.as_secs(),
     )
     .map(|a| a.expiry)
-    .map_err(|e| AmqpError::new("com.microsoft:auth-failed", e.to_string()))
+}
+
+fn check_token(
+    ns: &Namespace,
+    path: &str,
+    token: Option<&str>,
+    relay: &Relay,
+) -> Result<u64, AmqpError> {
+    authorize_path(relay, ns, path, token, Rights::LISTEN)
+        .map_err(|e| AmqpError::new("com.microsoft:auth-failed", e.to_string()))
 }
 
 struct LinkInfo {

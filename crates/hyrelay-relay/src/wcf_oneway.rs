@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::core::{new_guid, now_secs, Relay};
-use crate::model::{authorize, HybridConnection, Namespace};
+use crate::model::Namespace;
 use crate::wcf_amqp::WcfRegistry;
 
 /// The connect contract's namespace.
@@ -118,24 +118,7 @@ fn check_send(
     path: &str,
     token: Option<&str>,
 ) -> Result<u64, String> {
-    let entity = HybridConnection {
-        name: path.to_string(),
-        requires_client_authorization: true,
-        rules: Vec::new(),
-        user_metadata: String::new(),
-        created_at: 0,
-        fixed: false,
-    };
-    authorize(
-        ns,
-        Some(&entity),
-        token,
-        Rights::SEND,
-        now_secs(),
-        relay.opts.clock_skew.as_secs(),
-    )
-    .map(|a| a.expiry)
-    .map_err(|e| e.to_string())
+    crate::wcf_amqp::authorize_path(relay, ns, path, token, Rights::SEND).map_err(|e| e.to_string())
 }
 
 /// Serves one-way senders on `listener` forever.
