@@ -217,3 +217,30 @@ test('listeners without port 5671: AMQP over wss://…/$servicebus/websocket, su
   assert.equal(res.status, 400);
   assert.match(res.b + '', /only wsrelayedamqp/);
 });
+
+test('a reconnect storm from one address is refused at once; listeners from other addresses are not hurt', async () => {
+  const net = await import('node:net');
+  // 160 connections at once from 127.0.0.1 (the relay closes refused ones without a TLS handshake).
+  const socks = [];
+  for (let i = 0; i < 160; i++) socks.push(net.connect({ host: '127.0.0.1', port: amqpPort }));
+  const closedFast = await Promise.all(socks.map((s) => new Promise((resolve) => {
+    const t = setTimeout(() => resolve(false), 1500);
+    s.on('close', () => { clearTimeout(t); resolve(true); });
+    s.on('error', () => {});
+  })));
+  const refused = closedFast.filter(Boolean).length;
+  assert.ok(refused >= 40 && refused <= 120, `${refused} of 160 refused`);
+  socks.forEach((s) => s.destroy());
+  // Another tenant, from another address, registers as usual.
+  const container = rhea.create_container();
+  const conn = container.connect({ host: '127.0.0.1', port: amqpPort, transport: 'tls', servername: 'localhost', localAddress: '127.0.0.2', ca: fs.readFileSync(path.join(dir, 'data', 'ca.pem')), hostname: 'contoso-relay.relay.local', username: 'anonymous', reconnect: false });
+  conn.on('error', () => {});
+  conn.on('disconnected', () => {});
+  assert.deepEqual(await listenerPair(conn, 'other-tenant').ready, ['open', 'open']);
+  conn.close();
+  // After the storm the first address gets its turn again (10/s).
+  await sleep(1500);
+  const again = connect();
+  assert.deepEqual(await listenerPair(again, 'after-storm').ready, ['open', 'open']);
+  again.close();
+});

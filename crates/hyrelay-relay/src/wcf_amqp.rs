@@ -43,14 +43,49 @@ pub struct WcfListener {
 }
 
 /// The WCF Relay listener registry: namespace/path → listeners.
-#[derive(Default)]
 pub struct WcfRegistry {
     inner: Mutex<HashMap<String, Vec<WcfListener>>>,
     conns: AtomicU64,
     next: AtomicU64,
+    /// New AMQP connections per source address: Microsoft's 2.4 listener reconnects at once,
+    /// without backoff, whatever the relay said (a storm against a refusing relay).
+    storms: crate::core::FailureLimiter,
+    storm_logged: Mutex<HashMap<std::net::IpAddr, Instant>>,
+}
+
+impl Default for WcfRegistry {
+    fn default() -> Self {
+        WcfRegistry {
+            inner: Mutex::default(),
+            conns: AtomicU64::new(0),
+            next: AtomicU64::new(0),
+            // A burst of 100 connections (a farm of listeners behind one address), then 10
+            // per second, per source address.
+            storms: crate::core::FailureLimiter::new(100.0, 10.0),
+            storm_logged: Mutex::default(),
+        }
+    }
 }
 
 impl WcfRegistry {
+    /// Whether a new connection from `ip` may proceed (and counts it).
+    fn admit(&self, ip: std::net::IpAddr) -> bool {
+        if !self.storms.allowed(ip, "amqp") {
+            let now = Instant::now();
+            if let Ok(mut m) = self.storm_logged.lock() {
+                if m.get(&ip)
+                    .is_none_or(|t| now.duration_since(*t) > Duration::from_secs(60))
+                {
+                    m.insert(ip, now);
+                    tracing::warn!(source = %ip, "AMQP reconnect storm: new connections from this address are refused (10/s after a burst of 100; logged once a minute)");
+                }
+            }
+            return false;
+        }
+        self.storms.failed(ip, "amqp");
+        true
+    }
+
     /// Listeners on `key` (`namespace/path`, lower case).
     pub fn listeners(&self, key: &str) -> Vec<WcfListener> {
         self.inner
@@ -226,6 +261,10 @@ pub async fn serve(
                 continue;
             }
         };
+        if !registry.admit(remote.ip()) {
+            drop(tcp);
+            continue;
+        }
         let _ = tcp.set_nodelay(true);
         let relay = relay.clone();
         let registry = registry.clone();
