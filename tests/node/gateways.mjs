@@ -157,3 +157,18 @@ export async function balancer(order) {
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
   return { port: server.address().port, close: () => new Promise((r) => server.close(r)) };
 }
+
+// Starts `hyrelay relay --config` on `toml` (written into `dir`); resolves once its "ready"
+// line matches `ready`, with the match, the process and its stderr so far.
+export function startConfiguredRelay(dir, toml, ready) {
+  const file = path.join(dir, 'relay.toml');
+  fs.writeFileSync(file, toml);
+  const child = spawn(BIN, ['relay', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HYRELAY_LOG: 'info' } });
+  const relay = { child, err: '' };
+  child.stderr.on('data', (d) => { relay.err += d; });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; const m = out.match(ready); if (m) resolve({ child, err: relay.err, match: m }); });
+    child.on('exit', (c) => reject(new Error(`relay exited ${c}: ${relay.err}`)));
+  });
+}

@@ -4,7 +4,6 @@
 // flow properties, and the relay's error conditions.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,7 +11,7 @@ import tls from 'node:tls';
 import crypto from 'node:crypto';
 import { createRequire } from 'node:module';
 import { BIN, PEERS, sasToken, sleep } from './harness.mjs';
-import { freePort } from './gateways.mjs';
+import { freePort, startConfiguredRelay } from './gateways.mjs';
 
 const require = createRequire(import.meta.url);
 const rhea = require(path.join(PEERS, 'rhea'));
@@ -24,7 +23,7 @@ let child, dir, amqpPort, httpsAddr;
 before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hyrelay-amqp-'));
   amqpPort = await freePort();
-  fs.writeFileSync(path.join(dir, 'relay.toml'), `
+  const r = await startConfiguredRelay(dir, `
 data_dir = "${dir}/data"
 [listen]
 http = "127.0.0.1:0"
@@ -44,15 +43,9 @@ hosts = ["contoso.relay.local", "127.0.0.1", "localhost"]
   name = "SendOnly"
   rights = ["send"]
   primary_key = "${KEY}"
-`);
-  child = spawn(BIN, ['relay', '--config', path.join(dir, 'relay.toml')], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HYRELAY_LOG: 'info' } });
-  let err = '';
-  child.stderr.on('data', (d) => { err += d; });
-  await new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout.on('data', (d) => { out += d; const m = out.match(/hyrelay ready: \S+ (\S+) amqps=/); if (m) { httpsAddr = m[1]; resolve(); } });
-    child.on('exit', (c) => reject(new Error(`relay exited ${c}: ${err}`)));
-  });
+`, /hyrelay ready: \S+ (\S+) amqps=/);
+  child = r.child;
+  httpsAddr = r.match[1];
 });
 after(async () => { child.kill('SIGTERM'); await new Promise((r) => child.once('exit', r)); fs.rmSync(dir, { recursive: true, force: true }); });
 

@@ -170,7 +170,10 @@ test('a Via the bridge does not serve gets the EndpointNotFound framing fault', 
   const r = await client(C, '1', '--op', 'check', '--via', `127.0.0.1:${C}`, '--via-path', '/NoSuchService');
   assert.notEqual(r.code, 0);
   assert.match(r.out, /ERROR System\.ServiceModel\.FaultException: http:\/\/schemas\.microsoft\.com\/ws\/2006\/05\/framing\/faults\/EndpointNotFound/);
-  assert.match(cliBridge.log(), /no endpoint for Via net\.tcp:\/\/127\.0\.0\.1:\d+\/NoSuchService.*sent EndpointNotFound/);
+  // The bridge logs after it has sent the fault: give its stderr a moment to arrive.
+  const logged = /no endpoint for Via net\.tcp:\/\/127\.0\.0\.1:\d+\/NoSuchService.*sent EndpointNotFound/;
+  for (let i = 0; i < 50 && !logged.test(cliBridge.log()); i++) await sleep(100);
+  assert.match(cliBridge.log(), logged);
   // and the endpoint keeps serving
   const ok = await client(C, '1', '--op', 'check');
   assert.match(ok.out, /Score=533/);

@@ -12,7 +12,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { createRequire } from 'node:module';
 import { BIN, PEERS, root, sasToken, sleep } from './harness.mjs';
-import { freePort } from './gateways.mjs';
+import { freePort, startConfiguredRelay } from './gateways.mjs';
 
 const require = createRequire(import.meta.url);
 const rhea = require(path.join(PEERS, 'rhea'));
@@ -26,7 +26,7 @@ before(async () => {
   amqpPort = await freePort();
   onewayPort = await freePort();
   sbmpPort = await freePort();
-  fs.writeFileSync(path.join(dir, 'relay.toml'), `
+  const r = await startConfiguredRelay(dir, `
 data_dir = "${dir}/data"
 [listen]
 http = "127.0.0.1:0"
@@ -47,15 +47,11 @@ hosts = ["contoso.relay.local", "127.0.0.1", "localhost"]
   primary_key = "${KEY}"
   [[namespaces.hybrid_connections]]
   name = "audit-hc"
-`);
-  child = spawn(BIN, ['relay', '--config', path.join(dir, 'relay.toml')], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HYRELAY_LOG: 'info' } });
-  let err = '';
-  child.stderr.on('data', (d) => { err += d; relayErr += d; });
-  await new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout.on('data', (d) => { out += d; const m = out.match(/hyrelay ready: (\S+).*oneway=/); if (m) { httpAddr = m[1]; resolve(); } });
-    child.on('exit', (c) => reject(new Error(`relay exited ${c}: ${err}`)));
-  });
+`, /hyrelay ready: (\S+).*oneway=/);
+  child = r.child;
+  httpAddr = r.match[1];
+  relayErr = r.err;
+  r.child.stderr.on('data', (d) => { relayErr += d; });
 });
 after(async () => { child.kill('SIGTERM'); await new Promise((r) => child.once('exit', r)); fs.rmSync(dir, { recursive: true, force: true }); });
 

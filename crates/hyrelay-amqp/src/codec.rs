@@ -219,10 +219,17 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    /// A compound body (list or map): size, count, then `count` values, all inside `size`.
-    fn compound(&mut self, wide: bool, depth: usize, off: usize) -> Result<Vec<Value>, Error> {
+    /// The header of a list, map or array: size (checked against the input) and element
+    /// count (checked against the limit). Returns (end offset, size, count, count offset).
+    fn size_and_count(
+        &mut self,
+        wide: bool,
+        depth: usize,
+        off: usize,
+        what: &'static str,
+    ) -> Result<(usize, usize, usize, usize), Error> {
         self.check_depth(depth, off)?;
-        let size = self.len(wide, "compound size", self.data.len())?;
+        let size = self.len(wide, what, self.data.len())?;
         let end = self.pos + size;
         if end > self.data.len() {
             return Err(self.truncated());
@@ -241,6 +248,13 @@ impl<'a> Reader<'a> {
                 max: self.limits.max_count as u64,
             });
         }
+        Ok((end, size, count, count_off))
+    }
+
+    /// A compound body (list or map): size, count, then `count` values, all inside `size`.
+    fn compound(&mut self, wide: bool, depth: usize, off: usize) -> Result<Vec<Value>, Error> {
+        let (end, size, count, count_off) =
+            self.size_and_count(wide, depth, off, "compound size")?;
         // Every element takes at least one byte: a count larger than the bytes left is a lie.
         if count > end.saturating_sub(self.pos) {
             return Err(Error::Malformed {
@@ -268,26 +282,7 @@ impl<'a> Reader<'a> {
     }
 
     fn array(&mut self, wide: bool, depth: usize, off: usize) -> Result<Vec<Value>, Error> {
-        self.check_depth(depth, off)?;
-        let size = self.len(wide, "array size", self.data.len())?;
-        let end = self.pos + size;
-        if end > self.data.len() {
-            return Err(self.truncated());
-        }
-        let count_off = self.pos;
-        let count = if wide {
-            self.u32()? as usize
-        } else {
-            self.u8()? as usize
-        };
-        if count > self.limits.max_count {
-            return Err(Error::Limit {
-                offset: count_off,
-                what: "element count",
-                value: count as u64,
-                max: self.limits.max_count as u64,
-            });
-        }
+        let (end, _, count, _) = self.size_and_count(wide, depth, off, "array size")?;
         // One constructor (possibly described) shared by every element.
         let coff = self.pos;
         let mut c = self.u8()?;

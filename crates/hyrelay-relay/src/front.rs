@@ -887,16 +887,7 @@ pub async fn relay_internal_post(
         .await
         .ok_or_else(|| format!("no listener is connected for '{hc}'"))?;
     let id = new_guid();
-    let base = match &route {
-        Route::Local(h) => h.base.clone(),
-        Route::Remote(_) => relay
-            .opts
-            .public_address
-            .clone()
-            .unwrap_or_default()
-            .trim_end_matches('/')
-            .to_string(),
-    };
+    let base = rendezvous_base(relay, &route);
     let mut h = Map::new();
     for (k, v) in headers {
         h.insert((*k).to_string(), Value::String(v.clone()));

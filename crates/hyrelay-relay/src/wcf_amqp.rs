@@ -303,6 +303,7 @@ pub async fn run<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     let mut links: HashMap<(u16, u32), LinkInfo> = HashMap::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut next_tick = Instant::now() + Duration::from_secs(1);
+    let mut next_expiry_check = Instant::now() + Duration::from_secs(1);
     let (dtx, mut drx) = mpsc::unbounded_channel::<(String, Vec<u8>)>();
     // Deliveries waiting for credit, per link.
     let mut waiting: HashMap<(u16, u32), std::collections::VecDeque<Vec<u8>>> = HashMap::new();
@@ -339,10 +340,16 @@ pub async fn run<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
             c.receive(&buf[..n], now);
         }
         next_tick = c.tick(now).min(now + Duration::from_secs(1));
-        // Expired tokens, after the grace period: detach with auth-failed.
+        // Expired tokens, after the grace period: detach with auth-failed. Checked once a
+        // second (the tick guarantees a wake-up), not on every read.
         let t = now_secs();
+        let check_expiry = now >= next_expiry_check;
+        if check_expiry {
+            next_expiry_check = now + Duration::from_secs(1);
+        }
         let expired: Vec<(u16, u32)> = links
             .iter()
+            .filter(|_| check_expiry)
             .filter(|(_, li)| {
                 registry.listeners(&li.key).iter().any(|l| {
                     l.conn == conn_id && l.link == li.base && l.expiry + grace.as_secs() < t
