@@ -1,10 +1,12 @@
 //! Async plumbing shared by the relay, the client library and the bridge: one stream type for
 //! TCP and TLS, rustls set-up, WebSocket frame reading/writing and the frame-by-frame splice.
 
+pub mod bytesplice;
 pub mod splice;
 pub mod stream;
 pub mod tls;
 pub mod ws;
 
+pub use bytesplice::splice_bytes;
 pub use splice::{splice, Leg, SpliceEnd, SpliceReport};
 pub use stream::Stream;

@@ -35,7 +35,7 @@ const POOL_MAX: usize = 256;
 
 static POOL: StdMutex<Vec<Box<[u8]>>> = StdMutex::new(Vec::new());
 
-fn take_buf() -> Box<[u8]> {
+pub(crate) fn take_buf() -> Box<[u8]> {
     if let Ok(mut p) = POOL.lock() {
         if let Some(b) = p.pop() {
             return b;
@@ -44,7 +44,7 @@ fn take_buf() -> Box<[u8]> {
     vec![0u8; BUF_SIZE].into_boxed_slice()
 }
 
-fn give_buf(b: Box<[u8]>) {
+pub(crate) fn give_buf(b: Box<[u8]>) {
     if let Ok(mut p) = POOL.lock() {
         if p.len() < POOL_MAX {
             p.push(b);
@@ -83,7 +83,7 @@ pub fn split(s: Stream) -> (ReadSide, WriteSide) {
 }
 
 impl ReadSide {
-    async fn wait_readable(&self) -> io::Result<()> {
+    pub(crate) async fn wait_readable(&self) -> io::Result<()> {
         match self {
             ReadSide::Plain(r) => r.readable().await,
             ReadSide::Tls(_) => Ok(()),

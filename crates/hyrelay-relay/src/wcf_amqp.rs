@@ -51,6 +51,8 @@ pub struct WcfRegistry {
     /// without backoff, whatever the relay said (a storm against a refusing relay).
     storms: crate::core::FailureLimiter,
     storm_logged: Mutex<HashMap<std::net::IpAddr, Instant>>,
+    /// NetTcpRelay clients waiting for their listener's `RelayedAccept`, by rendezvous id.
+    rendezvous: Mutex<HashMap<String, crate::wcf_nettcp::PendingRelayed>>,
 }
 
 impl Default for WcfRegistry {
@@ -63,6 +65,7 @@ impl Default for WcfRegistry {
             // per second, per source address.
             storms: crate::core::FailureLimiter::new(100.0, 10.0),
             storm_logged: Mutex::default(),
+            rendezvous: Mutex::default(),
         }
     }
 }
@@ -115,6 +118,39 @@ impl WcfRegistry {
             }
             0
         }
+    }
+
+    /// Sends `message` to one listener of `key` whose type is `listener_type`, picked at
+    /// random as Azure does for NetTcpRelay; false when none could take it.
+    pub fn deliver_typed(&self, key: &str, listener_type: &str, message: Vec<u8>) -> bool {
+        let ls: Vec<WcfListener> = self
+            .listeners(key)
+            .into_iter()
+            .filter(|l| l.listener_type == listener_type)
+            .collect();
+        if ls.is_empty() {
+            return false;
+        }
+        let start = rand::random::<usize>() % ls.len();
+        (0..ls.len()).any(|i| {
+            let l = &ls[(start + i) % ls.len()];
+            l.tx.send((l.link.clone(), message.clone())).is_ok()
+        })
+    }
+
+    /// Remembers a client waiting for `RelayedAccept{id}` (and forgets expired ones).
+    pub fn add_rendezvous(&self, id: &str, p: crate::wcf_nettcp::PendingRelayed) {
+        if let Ok(mut m) = self.rendezvous.lock() {
+            let now = Instant::now();
+            m.retain(|_, v| v.expires > now && !v.tx.is_closed());
+            m.insert(id.to_string(), p);
+        }
+    }
+
+    /// The client waiting for `id`, once: rendezvous ids are single use.
+    pub fn take_rendezvous(&self, id: &str) -> Option<crate::wcf_nettcp::PendingRelayed> {
+        let p = self.rendezvous.lock().ok()?.remove(id)?;
+        (p.expires > Instant::now()).then_some(p)
     }
 
     fn add(&self, key: &str, l: WcfListener) -> Result<(), AmqpError> {

@@ -40,7 +40,7 @@ const SOAP12: &str = "http://www.w3.org/2003/05/soap-envelope";
 const WSA10: &str = "http://www.w3.org/2005/08/addressing";
 const ANONYMOUS: &str = "http://www.w3.org/2005/08/addressing/anonymous";
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -48,7 +48,7 @@ fn esc(s: &str) -> String {
 }
 
 /// Texts of the first elements with these local names (in document order of first match).
-fn texts(xml: &str, names: &[&str]) -> Vec<Option<String>> {
+pub(crate) fn texts(xml: &str, names: &[&str]) -> Vec<Option<String>> {
     let mut out = vec![None; names.len()];
     let mut r = quick_xml::Reader::from_str(xml);
     let mut current: Option<usize> = None;
@@ -104,7 +104,7 @@ pub fn wrap_oneway(via: &str, inner_msbin1: &[u8]) -> Result<Vec<u8>, String> {
         .map_err(|e| e.to_string())
 }
 
-fn token_from_header(xml: &str) -> Option<String> {
+pub(crate) fn token_from_header(xml: &str) -> Option<String> {
     let t = texts(xml, &["BinarySecurityToken"]).pop().flatten()?;
     let raw = base64::engine::general_purpose::STANDARD
         .decode(t.as_bytes())

@@ -38,7 +38,8 @@ pub struct UpArgs {
     management_port: u16,
     /// Also serve the legacy WCF Relay face on its real ports, on --host: AMQP listener
     /// registration on 5671 (TLS, the development certificate), NetOneway/NetEvent senders
-    /// on 9350, and the SBMP refusal on 9354.
+    /// on 9350, NetTcpRelay connect/accept on 9352, the NAT probe on 9353 and the SBMP
+    /// refusal on 9354.
     #[arg(long)]
     wcf_relay: bool,
 }
@@ -114,13 +115,25 @@ pub async fn up(a: UpArgs) -> Result<()> {
         };
         let amqp = bind(5671, "AMQP listener registration").await?;
         let oneway = bind(9350, "NetOneway/NetEvent senders").await?;
+        let nettcp = bind(9352, "NetTcpRelay connect/accept").await?;
+        let probe = bind(9353, "NetTcpRelay probe").await?;
         let sbmp = bind(9354, "SBMP refusal").await?;
         wcf_lines.push(format!(
-            "  WCF Relay:        amqps={} oneway={} sbmp={}",
+            "  WCF Relay:        amqps={} oneway={} nettcp={} probe={} sbmp={}",
             amqp.local_addr()?,
             oneway.local_addr()?,
+            nettcp.local_addr()?,
+            probe.local_addr()?,
             sbmp.local_addr()?
         ));
+        tokio::spawn(hyrelay_relay::wcf_nettcp::serve(
+            relay.clone(),
+            registry.clone(),
+            nettcp,
+            Some(tokio_rustls::TlsAcceptor::from(tls_cfg.clone())),
+            advertise(SocketAddr::new(ip, 9352), hp, sp),
+        ));
+        tokio::spawn(hyrelay_relay::wcf_nettcp::serve_probe(probe));
         tokio::spawn(hyrelay_relay::wcf_amqp::serve(
             relay.clone(),
             registry.clone(),
@@ -239,14 +252,10 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
     let amqp_addr = match &cfg.wcf_relay {
         None => None,
         Some(w) => {
-            for (key, set) in [
-                ("oneway_tls", w.oneway_tls.is_some()),
-                ("nettcp", w.nettcp.is_some()),
-                ("probe", w.probe.is_some()),
-            ] {
+            for (key, set) in [("oneway_tls", w.oneway_tls.is_some())] {
                 if set {
                     bail!(
-                        "{}: [wcf_relay] {key} is not served by this build yet: of the WCF Relay face (issue #7) only the AMQP listener plane (amqp), one-way senders in clear (oneway) and the SBMP refusal (sbmp) are; remove {key}",
+                        "{}: [wcf_relay] {key} is not served by this build yet: of the WCF Relay face (issue #7) the AMQP listener plane (amqp), one-way senders in clear (oneway), NetTcpRelay (nettcp), the probe (probe) and the SBMP refusal (sbmp) are served, not yet the TLS-upgraded one-way port; remove {key}",
                         a.config.display()
                     );
                 }
@@ -256,8 +265,10 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
     };
     let oneway_addr = cfg.wcf_relay.as_ref().and_then(|w| w.oneway);
     let sbmp_addr = cfg.wcf_relay.as_ref().and_then(|w| w.sbmp);
+    let nettcp_addr = cfg.wcf_relay.as_ref().and_then(|w| w.nettcp);
+    let probe_addr = cfg.wcf_relay.as_ref().and_then(|w| w.probe);
     let data_dir = cfg.data_dir.clone();
-    let tls_cfg = match (&cfg.tls, cfg.listen.https.or(amqp_addr)) {
+    let tls_cfg = match (&cfg.tls, cfg.listen.https.or(amqp_addr).or(nettcp_addr)) {
         (_, None) => None,
         (Some(t), Some(_)) => {
             let (c, k) = tls::load_pem(&t.cert, &t.key)?;
@@ -318,11 +329,16 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
         tokio::spawn(relay.clone().run_gateway(rx));
     }
     let mut eps = Vec::new();
+    let (mut http_port, mut https_port) = (0, 0);
     if let Some(addr) = cfg.listen.http {
-        eps.push(Endpoint::bind(addr, None).await?);
+        let ep = Endpoint::bind(addr, None).await?;
+        http_port = ep.local_addr()?.port();
+        eps.push(ep);
     }
     if let Some(addr) = cfg.listen.https {
-        eps.push(Endpoint::bind(addr, tls_cfg.clone()).await?);
+        let ep = Endpoint::bind(addr, tls_cfg.clone()).await?;
+        https_port = ep.local_addr()?.port();
+        eps.push(ep);
     }
     let mut amqp_bound = None;
     let registry = Arc::new(hyrelay_relay::wcf_amqp::WcfRegistry::default());
@@ -348,6 +364,29 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
             .with_context(|| format!("[wcf_relay] sbmp: cannot listen on {addr}"))?;
         sbmp_bound = Some(l.local_addr()?);
         tokio::spawn(hyrelay_relay::wcf_oneway::serve_sbmp(l));
+    }
+    let mut nettcp_bound = None;
+    if let Some(addr) = nettcp_addr {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("[wcf_relay] nettcp: cannot listen on {addr}"))?;
+        let bound = l.local_addr()?;
+        nettcp_bound = Some(bound);
+        tokio::spawn(hyrelay_relay::wcf_nettcp::serve(
+            relay.clone(),
+            registry.clone(),
+            l,
+            tls_cfg.clone().map(tokio_rustls::TlsAcceptor::from),
+            advertise(bound, http_port, https_port),
+        ));
+    }
+    let mut probe_bound = None;
+    if let Some(addr) = probe_addr {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("[wcf_relay] probe: cannot listen on {addr}"))?;
+        probe_bound = Some(l.local_addr()?);
+        tokio::spawn(hyrelay_relay::wcf_nettcp::serve_probe(l));
     }
     if let (Some(addr), Some(tls_cfg)) = (amqp_addr, tls_cfg.clone()) {
         let l = tokio::net::TcpListener::bind(addr)
@@ -384,9 +423,38 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
     if let Some(a) = oneway_bound {
         addrs.push(format!("oneway={a}"));
     }
+    if let Some(a) = nettcp_bound {
+        addrs.push(format!("nettcp={a}"));
+    }
+    if let Some(a) = probe_bound {
+        addrs.push(format!("probe={a}"));
+    }
     if let Some(a) = sbmp_bound {
         addrs.push(format!("sbmp={a}"));
     }
     println!("hyrelay ready: {}", addrs.join(" "));
     run_servers(relay, eps).await
+}
+
+/// What NetTcpRelay listeners are told to dial back: the 9352 socket's IPv4 address (an
+/// unspecified bind address advertises loopback) and the relay's HTTP ports.
+fn advertise(
+    nettcp: SocketAddr,
+    http_port: u16,
+    https_port: u16,
+) -> hyrelay_relay::wcf_nettcp::Advertise {
+    let ip = match nettcp.ip() {
+        IpAddr::V4(v4) if !v4.is_unspecified() => v4,
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().unwrap_or(std::net::Ipv4Addr::LOCALHOST),
+        _ => std::net::Ipv4Addr::LOCALHOST,
+    };
+    if !nettcp.ip().is_ipv4() {
+        tracing::warn!(bound = %nettcp, "NetTcpRelay listeners are told to dial IPv4 {ip} (the protocol carries IPv4 only)");
+    }
+    hyrelay_relay::wcf_nettcp::Advertise {
+        ip,
+        port: nettcp.port(),
+        http_port,
+        https_port,
+    }
 }

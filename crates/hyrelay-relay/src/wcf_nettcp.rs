@@ -1,0 +1,626 @@
+//! NetTcpRelay on the WCF Relay's port 9352 (and the NAT probe on 9352/9353).
+//!
+//! A client dials 9352 and writes `connect` + its target URI + a flag byte (`01`: TLS
+//! follows, `00`: clear), then one length-prefixed msbin1 envelope, `RelayedConnect` with a
+//! `RelayAccessToken`. The relay picks a `RelayedConnection` listener of the path, sends it a
+//! `RelayedConnect` notification (wrapped in `OnewaySend`) on its AMQP link, and waits. The
+//! listener dials 9352 the same way and sends `RelayedAccept{Id}`; the relay answers it
+//! `RelayedAcceptReply`, answers the client `RelayedConnectReply`, and from then on copies
+//! bytes both ways without looking at them (the NMF session is end to end; the client's idle
+//! `Ping` messages reach the listener, which drops them, as with Azure).
+//!
+//! Fidelity (deviation register in `WCF-RELAY.md`): the preamble, the flag byte, the length
+//! prefix, `RelayedConnect`/`RelayedAccept` and the notification's fields are **observed**
+//! (F2, Microsoft's client and a clean-room listener of real Azure traffic); the reply to
+//! the client, the fault codes and their shape are **inferred** (F3).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyrelay_hc::sas::Rights;
+use hyrelay_nbfx::{
+    encode_records, read_records, records_to_xml, xml_to_records, Dictionaries, EncodeOptions,
+    XmlOptions,
+};
+use hyrelay_net::Stream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tracing::Instrument;
+
+use crate::core::{new_guid, Relay};
+use crate::wcf_amqp::WcfRegistry;
+use crate::wcf_oneway::{esc, texts, token_from_header, wrap_oneway, RELAY_NS};
+
+/// The relayed-connect contract's namespace.
+pub const RELAYEDCONNECT_NS: &str =
+    "http://schemas.microsoft.com/netservices/2009/05/servicebus/relayedconnect";
+/// Largest rendezvous control message (the client's own encoder quota).
+pub const MAX_CONTROL: usize = 65_536;
+/// Longest `connect`/`probe` type string and target URI accepted in the preamble.
+const MAX_TYPE: usize = 16;
+const MAX_VIA: usize = 4096;
+/// The whole handshake (preamble, TLS, first envelope) must arrive within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+const SOAP12: &str = "http://www.w3.org/2003/05/soap-envelope";
+const WSA10: &str = "http://www.w3.org/2005/08/addressing";
+
+/// What the relay tells listeners to dial back (the `RelayedConnect` notification fields).
+#[derive(Debug, Clone)]
+pub struct Advertise {
+    /// `IpAddress` / `IpPort`: where 9352 is reachable (IPv4 only, as in Azure).
+    pub ip: Ipv4Addr,
+    /// Port of the NetTcpRelay socket.
+    pub port: u16,
+    /// `HttpPort` (the relay's plain HTTP port, 0 when none).
+    pub http_port: u16,
+    /// `HttpsPort`.
+    pub https_port: u16,
+}
+
+/// A client waiting for its listener's `RelayedAccept`.
+pub struct PendingRelayed {
+    pub(crate) tx: oneshot::Sender<Stream>,
+    pub(crate) expires: Instant,
+}
+
+/// .NET's `IPAddress(long)` form: the first octet in the lowest byte.
+pub fn ipv4_as_long(ip: Ipv4Addr) -> i64 {
+    u32::from_le_bytes(ip.octets()) as i64
+}
+
+/// The relay's SOAP fault for rendezvous messages: the top-level code is the relay's fault
+/// name (what Microsoft's client inspects), with an empty detail element of the same name.
+pub fn relay_fault_xml(relates_to: Option<&str>, code: &str, reason: &str) -> String {
+    let rel = relates_to
+        .filter(|r| !r.is_empty())
+        .map(|r| format!("<a:RelatesTo>{}</a:RelatesTo>", esc(r)))
+        .unwrap_or_default();
+    format!(
+        r#"<s:Envelope xmlns:s="{SOAP12}" xmlns:a="{WSA10}"><s:Header><a:Action s:mustUnderstand="1">{RELAY_NS}/FaultAction</a:Action>{rel}</s:Header><s:Body><s:Fault><s:Code><s:Value xmlns:r="{RELAY_NS}">r:{code}</s:Value></s:Code><s:Reason><s:Text xml:lang="en-US">{}</s:Text></s:Reason><s:Detail><r:{code} xmlns:r="{RELAY_NS}"/></s:Detail></s:Fault></s:Body></s:Envelope>"#,
+        esc(reason)
+    )
+}
+
+fn reply_envelope(action: &str, relates_to: Option<&str>, body: &str) -> String {
+    let rel = relates_to
+        .filter(|r| !r.is_empty())
+        .map(|r| format!("<a:RelatesTo>{}</a:RelatesTo>", esc(r)))
+        .unwrap_or_default();
+    format!(
+        r#"<s:Envelope xmlns:s="{SOAP12}" xmlns:a="{WSA10}"><s:Header><a:Action s:mustUnderstand="1">{}</a:Action>{rel}</s:Header><s:Body>{body}</s:Body></s:Envelope>"#,
+        esc(action)
+    )
+}
+
+/// The notification's inner envelope (before the `OnewaySend` wrapper).
+pub fn relayed_connect_xml(to: &str, id: &str, adv: &Advertise, dns: &str) -> String {
+    let ip = ipv4_as_long(adv.ip);
+    format!(
+        r#"<s:Envelope xmlns:s="{SOAP12}" xmlns:a="{WSA10}"><s:Header><a:Action s:mustUnderstand="1">{RELAYEDCONNECT_NS}/RelayedConnect</a:Action><a:To s:mustUnderstand="1">{}</a:To></s:Header><s:Body><RelayedConnect xmlns="{RELAYEDCONNECT_NS}"><Id>{id}</Id><IpAddress>{ip}</IpAddress><IpPort>{}</IpPort><HttpAddress>{ip}</HttpAddress><HttpPort>{}</HttpPort><HttpsAddress>{ip}</HttpsAddress><HttpsPort>{}</HttpsPort><InstanceDnsAddress>{}</InstanceDnsAddress></RelayedConnect></s:Body></s:Envelope>"#,
+        esc(to),
+        adv.port,
+        adv.http_port,
+        adv.https_port,
+        esc(dns)
+    )
+}
+
+/// Text XML → msbin1 (non-session binary XML).
+pub fn to_msbin1(xml: &str) -> Result<Vec<u8>, String> {
+    xml_to_records(xml, None, &EncodeOptions::default())
+        .and_then(|r| encode_records(&r))
+        .map_err(|e| e.to_string())
+}
+
+/// msbin1 → text XML, with the control-message limits.
+pub fn from_msbin1(bytes: &[u8]) -> Result<String, String> {
+    let limits = hyrelay_nbfx::Limits::buffered(MAX_CONTROL);
+    let records =
+        read_records(bytes, Dictionaries::static_only(), &limits).map_err(|e| e.to_string())?;
+    records_to_xml(
+        &records,
+        Dictionaries::static_only(),
+        &XmlOptions::default(),
+    )
+    .map_err(|e| e.to_string())
+}
+
+async fn read_lp<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+    what: &str,
+) -> Result<Vec<u8>, String> {
+    let mut l = [0u8; 4];
+    r.read_exact(&mut l)
+        .await
+        .map_err(|e| format!("{what}: connection ended before the length ({e})"))?;
+    let n = i32::from_le_bytes(l);
+    if n < 0 || n as usize > max {
+        return Err(format!("{what}: length {n} is outside 0..={max}"));
+    }
+    let mut v = vec![0u8; n as usize];
+    r.read_exact(&mut v)
+        .await
+        .map_err(|e| format!("{what}: connection ended inside the {n} bytes announced ({e})"))?;
+    Ok(v)
+}
+
+async fn write_envelope<W: AsyncWrite + Unpin>(w: &mut W, xml: &str) -> std::io::Result<()> {
+    let body = to_msbin1(xml).map_err(std::io::Error::other)?;
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.extend_from_slice(&(body.len() as i32).to_le_bytes());
+    out.extend_from_slice(&body);
+    w.write_all(&out).await?;
+    w.flush().await
+}
+
+/// Serves `connect` and `probe` on the NetTcpRelay socket (9352) forever.
+pub async fn serve(
+    relay: Arc<Relay>,
+    registry: Arc<WcfRegistry>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    adv: Advertise,
+) {
+    let adv = Arc::new(adv);
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("nettcp accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        hyrelay_net::stream::tune(&tcp);
+        let (relay, registry, tls, adv) =
+            (relay.clone(), registry.clone(), tls.clone(), adv.clone());
+        tokio::spawn(
+            async move {
+                if let Err(e) = run(relay, registry, tcp, tls, adv).await {
+                    tracing::info!("{e}");
+                }
+            }
+            .instrument(tracing::info_span!("nettcp", peer = %remote)),
+        );
+    }
+}
+
+/// Serves `probe` only (port 9353) forever.
+pub async fn serve_probe(listener: TcpListener) {
+    loop {
+        let (mut tcp, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("probe accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        tokio::spawn(async move {
+            let r = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+                let ty = read_lp(&mut tcp, MAX_TYPE, "probe preamble").await?;
+                if ty != b"probe" {
+                    return Err(format!(
+                        "port 9353 serves only 'probe', got '{}'",
+                        String::from_utf8_lossy(&ty)
+                    ));
+                }
+                probe(&mut tcp).await
+            })
+            .await;
+            match r {
+                Ok(Err(e)) => tracing::info!(peer = %remote, "{e}"),
+                Err(_) => {
+                    tracing::info!(peer = %remote, "probe: nothing within {HANDSHAKE_TIMEOUT:?}")
+                }
+                Ok(Ok(())) => {}
+            }
+        });
+    }
+}
+
+/// Answers one probe: message type 1 (GetServerAddress) → the relay's own address, 2
+/// (GetClientAddress) → the address the relay saw; 12 bytes, int64 LE IPv4 + int32 LE port.
+async fn probe(tcp: &mut TcpStream) -> Result<(), String> {
+    let mut t = [0u8; 4];
+    tcp.read_exact(&mut t)
+        .await
+        .map_err(|e| format!("probe: no message type ({e})"))?;
+    let addr = match i32::from_le_bytes(t) {
+        1 => tcp.local_addr(),
+        2 => tcp.peer_addr(),
+        other => {
+            return Err(format!(
+                "probe: unknown message type {other} (1 = server address, 2 = client address)"
+            ))
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    let ip = match addr.ip() {
+        IpAddr::V4(v4) => ipv4_as_long(v4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(ipv4_as_long).unwrap_or(0),
+    };
+    let mut out = [0u8; 12];
+    out[..8].copy_from_slice(&ip.to_le_bytes());
+    out[8..].copy_from_slice(&(addr.port() as i32).to_le_bytes());
+    tcp.write_all(&out).await.map_err(|e| e.to_string())?;
+    let _ = tcp.shutdown().await;
+    Ok(())
+}
+
+fn action_word(action: &str) -> &str {
+    action.rsplit('/').next().unwrap_or(action)
+}
+
+/// `sb://host[:port]/path/` → (host, path).
+fn split_uri(uri: &str) -> Option<(String, String)> {
+    let rest = uri.split_once("://")?.1;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = crate::model::strip_port(host).to_string();
+    let path = path
+        .split('?')
+        .next()
+        .unwrap_or("")
+        .trim_matches('/')
+        .to_string();
+    Some((host, path))
+}
+
+async fn run(
+    relay: Arc<Relay>,
+    registry: Arc<WcfRegistry>,
+    mut tcp: TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    adv: Arc<Advertise>,
+) -> Result<(), String> {
+    let remote = tcp
+        .peer_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let handshake = async {
+        let ty = read_lp(&mut tcp, MAX_TYPE, "preamble").await?;
+        match ty.as_slice() {
+            b"probe" => {
+                probe(&mut tcp).await?;
+                return Ok(None);
+            }
+            b"connect" => {}
+            other => {
+                return Err(format!(
+                    "not a NetTcpRelay preamble: type '{}' (expected 'connect' or 'probe'); closed",
+                    String::from_utf8_lossy(other).escape_debug()
+                ))
+            }
+        }
+        let via = read_lp(&mut tcp, MAX_VIA, "target URI").await?;
+        let via = String::from_utf8(via).map_err(|_| "the target URI is not UTF-8".to_string())?;
+        let mut flag = [0u8; 1];
+        tcp.read_exact(&mut flag)
+            .await
+            .map_err(|e| format!("connection ended before the security flag byte ({e})"))?;
+        let mut stream = match (flag[0], &tls) {
+            (0, _) => Stream::Plain(tcp),
+            (1, Some(acc)) => Stream::ServerTls(Box::new(
+                acc.accept(tcp)
+                    .await
+                    .map_err(|e| format!("TLS handshake after the flag byte failed: {e}"))?,
+            )),
+            (1, None) => {
+                return Err("the client asked for TLS (flag byte 01) but this relay has no certificate; closed".into())
+            }
+            (b, _) => {
+                return Err(format!(
+                    "wrong security flag byte 0x{b:02x} after the target URI (expected 00 or 01); closed"
+                ))
+            }
+        };
+        let env = read_lp(&mut stream, MAX_CONTROL, "rendezvous message").await;
+        let env = match env {
+            Ok(e) => e,
+            Err(e) => {
+                if e.contains("outside") {
+                    let _ = write_envelope(
+                        &mut stream,
+                        &relay_fault_xml(None, "QuotaExceededFault", &e),
+                    )
+                    .await;
+                }
+                return Err(e);
+            }
+        };
+        Ok(Some((via, stream, env)))
+    };
+    let (via, mut stream, env) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Err(_) => {
+            return Err(format!(
+                "no complete NetTcpRelay handshake within {HANDSHAKE_TIMEOUT:?}; closed"
+            ))
+        }
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Ok(Some(x))) => x,
+    };
+    let xml = match from_msbin1(&env) {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = write_envelope(
+                &mut stream,
+                &relay_fault_xml(
+                    None,
+                    "InvalidRequestFault",
+                    &format!("the message is not valid binary XML: {e}"),
+                ),
+            )
+            .await;
+            return Err(format!(
+                "rendezvous message is not binary XML ({e}); answered InvalidRequestFault"
+            ));
+        }
+    };
+    let [action, message_id] =
+        <[Option<String>; 2]>::try_from(texts(&xml, &["Action", "MessageID"])).unwrap_or_default();
+    let action = action.unwrap_or_default();
+    match action_word(&action) {
+        "RelayedConnect" => {
+            client(relay, registry, stream, via, xml, message_id, adv, remote).await
+        }
+        "RelayedAccept" => accept(registry, stream, xml, message_id).await,
+        _ => {
+            let reason = format!(
+                "the first message on a NetTcpRelay connection must be RelayedConnect or RelayedAccept, not '{action}'"
+            );
+            let _ = write_envelope(
+                &mut stream,
+                &relay_fault_xml(message_id.as_deref(), "InvalidRequestFault", &reason),
+            )
+            .await;
+            Err(reason)
+        }
+    }
+}
+
+async fn refuse(
+    stream: &mut Stream,
+    id: Option<&str>,
+    code: &str,
+    reason: String,
+) -> Result<(), String> {
+    let _ = write_envelope(stream, &relay_fault_xml(id, code, &reason)).await;
+    let _ = stream.shutdown().await;
+    Err(format!("NetTcpRelay connect refused ({code}): {reason}"))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn client(
+    relay: Arc<Relay>,
+    registry: Arc<WcfRegistry>,
+    mut stream: Stream,
+    via: String,
+    xml: String,
+    msg_id: Option<String>,
+    adv: Arc<Advertise>,
+    remote: SocketAddr,
+) -> Result<(), String> {
+    let mid = msg_id.as_deref();
+    let target = texts(&xml, &["Uri"])
+        .pop()
+        .flatten()
+        .filter(|u| !u.is_empty())
+        .unwrap_or(via);
+    let Some((host, path)) = split_uri(&target) else {
+        return refuse(
+            &mut stream,
+            mid,
+            "InvalidRequestFault",
+            format!("'{target}' is not an sb:// URI"),
+        )
+        .await;
+    };
+    let Some(ns) = relay.namespace_for(&host) else {
+        return refuse(
+            &mut stream,
+            mid,
+            "EndpointNotFoundFault",
+            format!("no namespace is served at '{host}'"),
+        )
+        .await;
+    };
+    if path.is_empty() {
+        return refuse(
+            &mut stream,
+            mid,
+            "InvalidRequestFault",
+            format!("'{target}' names no relay path"),
+        )
+        .await;
+    }
+    let token = token_from_header(&xml);
+    if let Err(e) =
+        crate::wcf_amqp::authorize_path(&relay, &ns, &path, token.as_deref(), Rights::SEND)
+    {
+        relay.auth_failed(&e.to_string());
+        return refuse(&mut stream, mid, "AuthorizationFailedFault", e.to_string()).await;
+    }
+    let key = format!(
+        "{}/{}",
+        ns.name.to_ascii_lowercase(),
+        path.to_ascii_lowercase()
+    );
+    let timeout = relay.opts.limits.accept_timeout;
+    let id = new_guid();
+    let (tx, rx) = oneshot::channel();
+    registry.add_rendezvous(
+        &id,
+        PendingRelayed {
+            tx,
+            expires: Instant::now() + timeout,
+        },
+    );
+    let inner = to_msbin1(&relayed_connect_xml(&target, &id, &adv, &host))?;
+    let wrapped = wrap_oneway(&target, &inner)?;
+    if !registry.deliver_typed(&key, "RelayedConnection", wrapped) {
+        registry.take_rendezvous(&id);
+        relay
+            .counters
+            .refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return refuse(
+            &mut stream,
+            mid,
+            "EndpointNotFoundFault",
+            format!("no NetTcpRelay listener is connected for '{path}'"),
+        )
+        .await;
+    }
+    tracing::debug!(path = %path, id = %id, "RelayedConnect sent to a listener");
+    let listener = match tokio::time::timeout(timeout, rx).await {
+        Ok(Ok(l)) => l,
+        Ok(Err(_)) | Err(_) => {
+            registry.take_rendezvous(&id);
+            return refuse(
+                &mut stream,
+                mid,
+                "ConnectionFailedFault",
+                format!(
+                    "the listener of '{path}' did not accept the connection within {} s",
+                    timeout.as_secs()
+                ),
+            )
+            .await;
+        }
+    };
+    write_envelope(
+        &mut stream,
+        &reply_envelope(
+            "RelayedConnectReply",
+            mid,
+            &format!(r#"<RelayedConnectReply xmlns="{RELAYEDCONNECT_NS}"/>"#),
+        ),
+    )
+    .await
+    .map_err(|e| format!("client left before RelayedConnectReply: {e}"))?;
+    tracing::info!(path = %path, id = %id, client = %remote, "NetTcpRelay connection established");
+    let c = &relay.counters;
+    c.connects
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    c.active_connections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let rep = hyrelay_net::splice_bytes(stream, Bytes::new(), listener, Bytes::new()).await;
+    c.active_connections
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    c.bytes.fetch_add(
+        rep.a_to_b + rep.b_to_a,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    tracing::debug!(id = %id, end = ?rep.end, sent = rep.a_to_b, received = rep.b_to_a, "NetTcpRelay connection ended");
+    Ok(())
+}
+
+async fn accept(
+    registry: Arc<WcfRegistry>,
+    mut stream: Stream,
+    xml: String,
+    msg_id: Option<String>,
+) -> Result<(), String> {
+    let mid = msg_id.as_deref();
+    let id = texts(&xml, &["Id"]).pop().flatten().unwrap_or_default();
+    let Some(p) = registry.take_rendezvous(&id) else {
+        return refuse(
+            &mut stream,
+            mid,
+            "EndpointNotFoundFault",
+            format!("rendezvous '{id}' is unknown, expired or already used"),
+        )
+        .await;
+    };
+    write_envelope(
+        &mut stream,
+        &reply_envelope(
+            "RelayedAcceptReply",
+            mid,
+            r#"<anyType xmlns="http://schemas.microsoft.com/2003/10/Serialization/"/>"#,
+        ),
+    )
+    .await
+    .map_err(|e| format!("listener left before RelayedAcceptReply: {e}"))?;
+    if let Err(s) = p.tx.send(stream) {
+        hyrelay_net::stream::abort_fd(s.raw_fd());
+        return Err(format!(
+            "rendezvous '{id}': the client left before its listener accepted"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_form_of_an_address_puts_the_first_octet_lowest() {
+        // known.md: 2748520724 = 20.25.211.163.
+        assert_eq!(ipv4_as_long(Ipv4Addr::new(20, 25, 211, 163)), 2_748_520_724);
+        assert_eq!(ipv4_as_long(Ipv4Addr::new(127, 0, 0, 1)), 16_777_343);
+    }
+
+    #[test]
+    fn control_messages_round_trip_through_msbin1() {
+        let adv = Advertise {
+            ip: Ipv4Addr::LOCALHOST,
+            port: 9352,
+            http_port: 80,
+            https_port: 443,
+        };
+        for xml in [
+            relayed_connect_xml(
+                "sb://contoso.relay.local/echo/",
+                "0b6c0e0e-1b7c-4b9e-9d57-4a6c5c6b7d3e",
+                &adv,
+                "contoso.relay.local",
+            ),
+            relay_fault_xml(Some("urn:uuid:1"), "EndpointNotFoundFault", "no listener"),
+            reply_envelope(
+                "RelayedAcceptReply",
+                None,
+                r#"<anyType xmlns="http://schemas.microsoft.com/2003/10/Serialization/"/>"#,
+            ),
+        ] {
+            let bin = to_msbin1(&xml).unwrap();
+            assert_eq!(
+                bin[0], 0x56,
+                "starts with s:Envelope from the static dictionary"
+            );
+            let back = from_msbin1(&bin).unwrap();
+            assert_eq!(to_msbin1(&back).unwrap(), bin);
+        }
+        let x =
+            from_msbin1(&to_msbin1(&relayed_connect_xml("sb://h/p/", "abc", &adv, "h")).unwrap())
+                .unwrap();
+        let t = texts(&x, &["Id", "IpAddress", "IpPort"]);
+        assert_eq!(
+            t,
+            vec![
+                Some("abc".into()),
+                Some("16777343".into()),
+                Some("9352".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn uris_split_into_host_and_path() {
+        assert_eq!(
+            split_uri("sb://ns.host:9352/a/b/"),
+            Some(("ns.host".into(), "a/b".into()))
+        );
+        assert_eq!(
+            split_uri("sb://ns.host"),
+            Some(("ns.host".into(), String::new()))
+        );
+        assert_eq!(split_uri("nonsense"), None);
+    }
+}

@@ -1,0 +1,161 @@
+// A clean-room NetTcpRelay client and listener, written from the project's protocol notes
+// (known.md 5.2: the `connect` preamble, the security flag byte, length-prefixed msbin1
+// envelopes, RelayedConnect/RelayedAccept) and nothing of the relay's code. Listeners
+// register with the npm rhea AMQP 1.0 stack; envelopes are written as text and turned into
+// binary XML by the project's codec (`hyrelay nbfx encode|decode`).
+import net from 'node:net';
+import tls from 'node:tls';
+import crypto from 'node:crypto';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { BIN, PEERS } from './harness.mjs';
+
+const require = createRequire(import.meta.url);
+const rhea = require(path.join(PEERS, 'rhea'));
+
+export const CONNECT_NS = 'http://schemas.microsoft.com/netservices/2009/05/servicebus/connect';
+const SOAP = 'http://www.w3.org/2003/05/soap-envelope';
+const WSA = 'http://www.w3.org/2005/08/addressing';
+const WSSE = 'http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd';
+const ANON = 'http://schemas.microsoft.com/2005/12/ServiceModel/Addressing/Anonymous';
+
+export const encode = (xml) => execFileSync(BIN, ['nbfx', 'encode'], { input: xml });
+export const decode = (buf) => execFileSync(BIN, ['nbfx', 'decode'], { input: buf }).toString();
+const int32 = (n) => { const b = Buffer.alloc(4); b.writeInt32LE(n); return b; };
+const text = (xml, name) => { const m = xml.match(new RegExp(`<(?:\\w+:)?${name}(?:\\s[^>]*)?>([^<]*)<`)); return m ? m[1] : undefined; };
+
+// Buffered exact reads on a socket until the handshake is over; `release()` returns the
+// bytes read past it, stops listening and leaves the socket paused (the caller attaches its
+// own 'data' handler and calls resume()).
+class Reader {
+  constructor(sock) {
+    this.sock = sock; this.buf = Buffer.alloc(0); this.want = null; this.ended = null;
+    this.onData = (d) => { this.buf = Buffer.concat([this.buf, d]); this.poke(); };
+    this.onEnd = () => { this.ended = new Error('connection ended during the handshake'); this.poke(); };
+    this.onError = (e) => { this.ended = e; this.poke(); };
+    sock.on('data', this.onData); sock.on('end', this.onEnd); sock.on('error', this.onError);
+  }
+  poke() {
+    if (!this.want) return;
+    const { n, resolve, reject } = this.want;
+    if (this.buf.length >= n) { this.want = null; const b = this.buf.subarray(0, n); this.buf = this.buf.subarray(n); resolve(b); }
+    else if (this.ended) { this.want = null; reject(this.ended); }
+  }
+  take(n) { return new Promise((resolve, reject) => { this.want = { n, resolve, reject }; this.poke(); }); }
+  release() {
+    this.sock.off('data', this.onData); this.sock.off('end', this.onEnd); this.sock.off('error', this.onError);
+    this.sock.pause();
+    return this.buf;
+  }
+}
+
+export const preamble = (type, via, flag) => Buffer.concat([
+  int32(type.length), Buffer.from(type),
+  ...(via === undefined ? [] : [int32(Buffer.byteLength(via)), Buffer.from(via), Buffer.from([flag])]),
+]);
+
+function dialRaw(port, host = '127.0.0.1') {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, host, () => { s.setNoDelay(true); resolve(s); });
+    s.once('error', reject);
+  });
+}
+
+// Dials the relay's NetTcpRelay socket, sends the preamble (and TLS after flag 01) and one
+// envelope; resolves with the reply's text XML and the socket, ready for the data stream.
+async function exchange({ port, via, useTls, ca, xml, raw }) {
+  let sock = await dialRaw(port);
+  sock.write(preamble('connect', via, useTls ? 1 : 0));
+  if (useTls) {
+    sock = await new Promise((resolve, reject) => {
+      const t = tls.connect({ socket: sock, servername: 'localhost', ca }, () => resolve(t));
+      t.once('error', reject);
+    });
+    sock.setNoDelay?.(true);
+  }
+  const body = raw || encode(xml);
+  sock.write(int32(body.length));
+  sock.write(body);
+  const r = new Reader(sock);
+  const len = (await r.take(4)).readInt32LE(0);
+  const reply = decode(await r.take(len));
+  const leftover = r.release();
+  const fault = reply.match(/<s:Fault>[\s\S]*?<s:Value[^>]*>(?:\w+:)?(\w+)<\/s:Value>[\s\S]*?<s:Text[^>]*>([^<]*)</);
+  if (fault) { sock.destroy(); const e = new Error(`${fault[1]}: ${fault[2]}`); e.code = fault[1]; e.reply = reply; throw e; }
+  if (leftover.length) sock.unshift(leftover);
+  return { sock, reply };
+}
+
+export function relayedConnectXml(uri, token, messageId = `urn:uuid:${crypto.randomUUID()}`) {
+  const tok = token === undefined ? '' : `<RelayAccessToken xmlns="${CONNECT_NS}"><wsse:BinarySecurityToken xmlns:wsse="${WSSE}" ValueType="http://schemas.xmlsoap.org/ws/2009/11/swt-token-profile-1.0" EncodingType="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary">${Buffer.from(token).toString('base64')}</wsse:BinarySecurityToken></RelayAccessToken>`;
+  return `<s:Envelope xmlns:s="${SOAP}" xmlns:a="${WSA}"><s:Header><a:Action s:mustUnderstand="1">RelayedConnect</a:Action>${tok}<a:MessageID>${messageId}</a:MessageID><a:To s:mustUnderstand="1">${uri}</a:To></s:Header><s:Body><Connect xmlns="${CONNECT_NS}"><Uri>${uri}</Uri></Connect></s:Body></s:Envelope>`;
+}
+
+export function relayedAcceptXml(id) {
+  return `<s:Envelope xmlns:s="${SOAP}" xmlns:a="${WSA}"><s:Header><a:Action s:mustUnderstand="1">RelayedAccept</a:Action><a:MessageID>urn:uuid:${crypto.randomUUID()}</a:MessageID><a:To s:mustUnderstand="1">${ANON}</a:To></s:Header><s:Body><RelayedAccept xmlns="${CONNECT_NS}"><Id>${id}</Id></RelayedAccept></s:Body></s:Envelope>`;
+}
+
+// The NetTcpRelay client: `connect` to `uri` through the relay at `port`.
+export function connect({ port, uri, token, useTls = true, ca }) {
+  return exchange({ port, via: uri, useTls, ca, xml: relayedConnectXml(uri, token) });
+}
+
+// .NET's IPAddress(long): first octet in the lowest byte.
+export const ipOfLong = (n) => { const v = BigInt(n); return [0n, 8n, 16n, 24n].map((s) => Number((v >> s) & 255n)).join('.'); };
+
+// The notification a listener received: the OnewaySend wrapper's base64 body holds the
+// RelayedConnect envelope.
+export function parseNotification(buf) {
+  const outer = decode(buf);
+  const b64 = outer.match(/<OnewaySend[^>]*>([A-Za-z0-9+/=]+)</)[1];
+  const inner = decode(Buffer.from(b64, 'base64'));
+  return {
+    outer, inner,
+    id: text(inner, 'Id'), ip: ipOfLong(text(inner, 'IpAddress')), port: Number(text(inner, 'IpPort')),
+    httpsPort: Number(text(inner, 'HttpsPort')), dns: text(inner, 'InstanceDnsAddress'),
+  };
+}
+
+// The listener's half of a rendezvous: dial where the notification says, RelayedAccept{id}.
+export function acceptRendezvous(n, { useTls = true, ca, xml } = {}) {
+  return exchange({ port: n.port, via: `sb://${n.ip}:${n.port}/`, useTls, ca, xml: xml || relayedAcceptXml(n.id) });
+}
+
+// A NetTcpRelay listener: the AMQP link pair with listener-type RelayedConnection; each
+// notification calls `onNotification(n)` (default: accept and hand the socket to `onStream`).
+export async function listen({ amqpPort, ca, host, path: p, token, onStream, onNotification, useTls = true }) {
+  const container = rhea.create_container({ id: `RelayConnection_${crypto.randomUUID()}` });
+  const conn = container.connect({ host: '127.0.0.1', port: amqpPort, transport: 'tls', servername: 'localhost', ca, hostname: host.replace(/^([^.]+)\./, '$1-relay.'), username: 'anonymous', reconnect: false });
+  conn.on('error', () => {});
+  conn.on('disconnected', () => {});
+  const base = `RelayLink_${crypto.randomUUID()}`;
+  const address = `sb://${host}/${p}/`;
+  const properties = { 'com.microsoft:swt': token, 'com.microsoft:listener-type': 'RelayedConnection', 'com.microsoft:dynamic-relay': true };
+  conn.open_sender({ name: `${base}:out`, target: { address }, properties });
+  const inn = conn.open_receiver({ name: `${base}:in`, source: { address }, properties, credit_window: 1000 });
+  const state = { conn, notifications: [], errors: [] };
+  inn.on('message', (ctx) => {
+    const b = ctx.message.body;
+    const n = parseNotification(Buffer.from(b && b.content !== undefined ? b.content : b));
+    state.notifications.push(n);
+    if (onNotification) { onNotification(n); return; }
+    acceptRendezvous(n, { useTls, ca }).then(({ sock }) => onStream(sock, n), (e) => state.errors.push(e));
+  });
+  await new Promise((resolve, reject) => {
+    inn.once('receiver_open', resolve);
+    inn.once('receiver_error', () => reject(new Error(`listener refused: ${JSON.stringify(inn.remote.detach?.error)}`)));
+  });
+  return state;
+}
+
+// The NAT probe: 12 bytes back, int64 LE IPv4 + int32 LE port.
+export async function probe(port, type) {
+  const s = await dialRaw(port);
+  s.write(Buffer.concat([preamble('probe'), int32(type)]));
+  const r = new Reader(s);
+  const local = s.localPort;
+  const b = await r.take(12);
+  s.destroy();
+  return { ip: ipOfLong(b.readBigInt64LE(0)), port: b.readInt32LE(8), local };
+}

@@ -1,0 +1,220 @@
+// NetTcpRelay through the relay's port 9352 (here free ports): a clean-room client and
+// listener (tests/node/nettcp-peer.mjs, written from the protocol notes; listeners register
+// with the independent npm rhea AMQP stack) rendezvous through the relay, then exchange bytes
+// end to end: integrity of a 4 MiB transfer, half-close, reset, faults, load balancing, probe.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import net from 'node:net';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { sasToken, sleep } from './harness.mjs';
+import { freePort, startConfiguredRelay } from './gateways.mjs';
+import * as peer from './nettcp-peer.mjs';
+
+const KEY = 'd2NmLXJlbGF5LW5ldHRjcC1yZWxheS10ZXN0LWtleS0wMDA=';
+const HOST = 'contoso.relay.local';
+let child, dir, ca, amqpPort, nettcpPort, probePort, relayErr = '';
+
+before(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hyrelay-nettcp-'));
+  [amqpPort, nettcpPort, probePort] = [await freePort(), await freePort(), await freePort()];
+  const r = await startConfiguredRelay(dir, `
+data_dir = "${dir}/data"
+[listen]
+https = "127.0.0.1:0"
+[limits]
+accept_timeout = "2s"
+[wcf_relay]
+amqp = "127.0.0.1:${amqpPort}"
+nettcp = "127.0.0.1:${nettcpPort}"
+probe = "127.0.0.1:${probePort}"
+[[namespaces]]
+name = "contoso"
+hosts = ["${HOST}", "127.0.0.1", "localhost"]
+  [[namespaces.rules]]
+  name = "RootManageSharedAccessKey"
+  rights = ["listen", "send", "manage"]
+  primary_key = "${KEY}"
+  [[namespaces.rules]]
+  name = "ListenOnly"
+  rights = ["listen"]
+  primary_key = "${KEY}"
+`, /hyrelay ready: .*nettcp=/);
+  child = r.child;
+  relayErr = r.err;
+  child.stderr.on('data', (d) => { relayErr += d; });
+  ca = fs.readFileSync(path.join(dir, 'data', 'ca.pem'));
+});
+after(async () => { child.kill('SIGTERM'); await new Promise((r) => child.once('exit', r)); fs.rmSync(dir, { recursive: true, force: true }); });
+
+const token = (p, rule = 'RootManageSharedAccessKey', ttl = 3600) => sasToken(`http://${HOST}/${p}`, rule, KEY, ttl);
+const uri = (p) => `sb://${HOST}/${p}/`;
+const listen = (p, opts) => peer.listen({ amqpPort, ca, host: HOST, path: p, token: token(p), ...opts });
+const connect = (p, opts = {}) => peer.connect({ port: nettcpPort, uri: uri(p), token: token(p), ca, ...opts });
+const echo = (sock) => { sock.on('data', (d) => sock.write(d)); sock.on('end', () => sock.end()); sock.on('error', () => {}); sock.resume(); };
+
+function collect(sock) {
+  const chunks = [];
+  return new Promise((resolve, reject) => {
+    sock.on('data', (d) => chunks.push(d));
+    sock.on('end', () => resolve(Buffer.concat(chunks)));
+    sock.on('error', reject);
+    sock.resume();
+  });
+}
+
+test('TLS on both legs: 4 MiB arrive back intact through the splice, then both ends close cleanly', async () => {
+  const l = await listen('echo', { onStream: echo });
+  const { sock, reply } = await connect('echo');
+  assert.match(reply, /RelayedConnectReply/);
+  const data = crypto.randomBytes(4 << 20);
+  const got = collect(sock);
+  sock.end(data);
+  const back = await got;
+  assert.equal(back.length, data.length);
+  assert.equal(crypto.createHash('sha256').update(back).digest('hex'), crypto.createHash('sha256').update(data).digest('hex'));
+  // The notification carried what the notes say: the 9352 address as .NET's IPv4 long, a
+  // GUID id, and the OnewaySend wrapper's RelayVia.
+  const n = l.notifications[0];
+  assert.equal(n.ip, '127.0.0.1');
+  assert.equal(n.port, nettcpPort);
+  assert.match(n.id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  assert.match(n.inner, /<a:Action s:mustUnderstand="1">http:\/\/schemas\.microsoft\.com\/netservices\/2009\/05\/servicebus\/relayedconnect\/RelayedConnect<\/a:Action>/);
+  assert.match(n.outer, new RegExp(`<RelayVia[^>]*>${uri('echo').replace(/[/.]/g, '\\$&')}</RelayVia>`));
+  l.conn.close();
+});
+
+test('clear legs (flag byte 00): many small round trips keep their order', async () => {
+  const l = await listen('clear', { onStream: echo, useTls: false });
+  const { sock } = await connect('clear', { useTls: false });
+  let buf = Buffer.alloc(0);
+  sock.on('data', (d) => { buf = Buffer.concat([buf, d]); });
+  sock.resume();
+  for (let i = 0; i < 200; i++) {
+    const msg = Buffer.from(`ping-${i}-`.padEnd(64, 'x'));
+    sock.write(msg);
+    const end = Date.now() + 5000;
+    while (buf.length < 64 && Date.now() < end) await sleep(1);
+    assert.equal(buf.subarray(0, 64).toString(), msg.toString());
+    buf = buf.subarray(64);
+  }
+  sock.destroy();
+  l.conn.close();
+});
+
+test('half-close: the client ends its side, the listener still answers, then ends', async () => {
+  const l = await listen('half', {
+    onStream: (s) => {
+      const chunks = [];
+      s.on('data', (d) => chunks.push(d));
+      s.on('end', () => { s.end(`got ${Buffer.concat(chunks).length} bytes after your FIN`); });
+      s.resume();
+    },
+  });
+  const { sock } = await connect('half');
+  const got = collect(sock);
+  sock.end(Buffer.alloc(100000, 7));
+  assert.equal((await got).toString(), 'got 100000 bytes after your FIN');
+  l.conn.close();
+});
+
+test('a listener that resets its socket resets the client: an error, not an orderly end', async () => {
+  const l = await listen('reset', { useTls: false, onStream: (s) => { s.on('data', () => s.resetAndDestroy()); s.resume(); } });
+  const { sock } = await connect('reset', { useTls: false });
+  const outcome = new Promise((resolve) => {
+    sock.on('error', (e) => resolve(`error ${e.code}`));
+    sock.on('end', () => resolve('end'));
+    sock.resume();
+  });
+  sock.write('boom');
+  assert.match(await outcome, /^error (ECONNRESET|EPIPE)/);
+  l.conn.close();
+});
+
+test('faults: no listener, no token, a Listen-only token, an expired token (beyond the 60 s clock skew)', async () => {
+  await assert.rejects(connect('nobody'), (e) => e.code === 'EndpointNotFoundFault' && /no NetTcpRelay listener/.test(e.message));
+  const l = await listen('guarded', { onStream: echo });
+  await assert.rejects(connect('guarded', { token: undefined }), (e) => e.code === 'AuthorizationFailedFault');
+  await assert.rejects(connect('guarded', { token: token('guarded', 'ListenOnly') }), (e) => e.code === 'AuthorizationFailedFault' && /send/i.test(e.message));
+  await assert.rejects(connect('guarded', { token: token('guarded', 'RootManageSharedAccessKey', -120) }), (e) => e.code === 'AuthorizationFailedFault' && /expired/i.test(e.message));
+  assert.equal(l.notifications.length, 0, 'refused clients never reach the listener');
+  assert.doesNotMatch(relayErr, /SharedAccessSignature sr=/, 'no token in the log');
+  l.conn.close();
+});
+
+test('listener lost mid-rendezvous: the client gets ConnectionFailedFault after the accept time-out', async () => {
+  let l;
+  const notified = new Promise((resolve) => {
+    listen('vanishing', { onNotification: (n) => { l.conn.close(); resolve(n); } }).then((x) => { l = x; });
+  });
+  await sleep(300);
+  const t0 = Date.now();
+  await assert.rejects(connect('vanishing'), (e) => e.code === 'ConnectionFailedFault' && /did not accept/.test(e.message));
+  assert.ok(Date.now() - t0 >= 1800, 'waited for the configured 2 s');
+  // Its late RelayedAccept finds nothing: the id is single use and expired.
+  const n = await notified;
+  await assert.rejects(peer.acceptRendezvous(n, { ca }), (e) => e.code === 'EndpointNotFoundFault');
+});
+
+test('a rendezvous id is single use; an unknown one is refused', async () => {
+  let first;
+  const l = await listen('once', { onNotification: (n) => { first = n; peer.acceptRendezvous(n, { ca }).then(({ sock }) => echo(sock)); } });
+  const { sock } = await connect('once');
+  await assert.rejects(peer.acceptRendezvous(first, { ca }), (e) => e.code === 'EndpointNotFoundFault' && /unknown, expired or already used/.test(e.message));
+  await assert.rejects(peer.acceptRendezvous({ ...first, id: crypto.randomUUID() }, { ca }), (e) => e.code === 'EndpointNotFoundFault');
+  sock.destroy();
+  l.conn.close();
+});
+
+test('several listeners share a path: connections spread over them', async () => {
+  const a = await listen('farm', { onStream: echo });
+  const b = await listen('farm', { onStream: echo });
+  for (let i = 0; i < 24; i++) { const { sock } = await connect('farm'); sock.destroy(); }
+  assert.equal(a.notifications.length + b.notifications.length, 24);
+  assert.ok(a.notifications.length > 0 && b.notifications.length > 0, `${a.notifications.length}/${b.notifications.length}`);
+  a.conn.close(); b.conn.close();
+});
+
+async function rawExchange(bytes) {
+  const s = net.connect(nettcpPort, '127.0.0.1');
+  s.on('error', () => {});
+  await new Promise((r) => s.once('connect', r));
+  s.write(bytes);
+  const chunks = [];
+  s.on('data', (d) => chunks.push(d));
+  await new Promise((r) => s.once('close', r));
+  return Buffer.concat(chunks);
+}
+
+test('bad input: unknown preamble type, wrong flag byte, garbage envelope, oversize envelope, wrong first action', async () => {
+  assert.equal((await rawExchange(Buffer.from('GET / HTTP/1.1\r\n\r\n'))).length, 0);
+  assert.equal((await rawExchange(peer.preamble('conned', undefined))).length, 0);
+  assert.equal((await rawExchange(peer.preamble('connect', uri('x'), 7))).length, 0);
+  const garbage = Buffer.concat([peer.preamble('connect', uri('x'), 0), Buffer.from([5, 0, 0, 0, 1, 2, 3, 4, 5])]);
+  assert.match(peer.decode((await rawExchange(garbage)).subarray(4)), /InvalidRequestFault[\s\S]*not valid binary XML/);
+  const huge = Buffer.concat([peer.preamble('connect', uri('x'), 0), Buffer.from([0, 0, 2, 0])]);
+  assert.match(peer.decode((await rawExchange(huge)).subarray(4)), /QuotaExceededFault/);
+  const ping = peer.encode(peer.relayedConnectXml(uri('x'), token('x')).replace('>RelayedConnect<', '>Ping<'));
+  const wrong = Buffer.concat([peer.preamble('connect', uri('x'), 0), Buffer.from(new Int32Array([ping.length]).buffer), ping]);
+  assert.match(peer.decode((await rawExchange(wrong)).subarray(4)), /InvalidRequestFault[\s\S]*must be RelayedConnect or RelayedAccept/);
+  await sleep(100);
+  assert.match(relayErr, /not a NetTcpRelay preamble/);
+  assert.match(relayErr, /wrong security flag byte 0x07/);
+  // The relay still serves after all that.
+  const l = await listen('after-bad', { onStream: echo });
+  const { sock } = await connect('after-bad');
+  sock.destroy();
+  l.conn.close();
+});
+
+test('probe on 9353 and 9352: the client address as the relay saw it, and the relay\'s own', async () => {
+  for (const port of [probePort, nettcpPort]) {
+    const c = await peer.probe(port, 2);
+    assert.equal(c.ip, '127.0.0.1');
+    assert.equal(c.port, c.local);
+    const s = await peer.probe(port, 1);
+    assert.deepEqual([s.ip, s.port], ['127.0.0.1', port]);
+  }
+});
