@@ -7,7 +7,7 @@ they are up to date):
          binary reader), via our tools/peers/oracles/MonoXml.cs, one process for all documents;
   wcf    python-wcfbin (PyPI `wcf` 0.5.5), via tools/peers/oracles/wcf_decode.py, in process.
 
-(a) vectors: every fixtures/nbfx/{nbfx,nbfse,wcf}/*.bin and fixtures/nbfx/nmf/*-msgN.bin is
+(a) vectors: every fixtures/nbfx/{nbfx,nbfse,wcf,wcf-relay}/*.bin and fixtures/nbfx/nmf/*-msgN.bin is
     decoded by hyrelay, Mono and wcf. hyrelay and Mono must agree exactly (same infoset: names
     with prefixes, in-scope namespaces, attributes, text including white space, comments);
     hyrelay and wcf must agree after C14N with strip_text, except the documents listed in
@@ -365,7 +365,7 @@ def session_encoding(path):
 def collect_vectors():
     """Returns a list of groups; a group is a list of (name, path, session) decoded in order."""
     files = []
-    for sub in ("nbfx", "nbfse", "wcf"):
+    for sub in ("nbfx", "nbfse", "wcf", "wcf-relay"):
         files += sorted(glob.glob(os.path.join(FIX, sub, "*.bin")))
     files += sorted(glob.glob(os.path.join(FIX, "nmf", "*-msg[0-9]*.bin")))
     groups = {}

@@ -611,6 +611,68 @@ mod tests {
         );
     }
 
+    /// The F2 messages of the rendezvous as golden bytes in `fixtures/nbfx/wcf-relay/`
+    /// (`NAME.bin` + the decoder's `NAME.xml`); tests/oracle/xcheck.py decodes every one with
+    /// Mono's XmlDictionaryReader and PyPI `wcf`. The relay's own messages must equal the
+    /// committed bytes (HYRELAY_BLESS=1 rewrites them); the peers' messages, hand-written
+    /// from the notes, must decode into what the relay expects.
+    #[test]
+    fn golden_rendezvous_messages() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/nbfx/wcf-relay");
+        let bless = std::env::var_os("HYRELAY_BLESS").is_some();
+        let adv = Advertise { ip: Ipv4Addr::new(20, 25, 211, 163), port: 9352, http_port: 80, https_port: 443 };
+        let id = "5f1c2d7e-8a4b-4c3d-9e2f-0a1b2c3d4e5f";
+        let to = "sb://contoso.servicebus.windows.net/creditcheck/";
+        let inner = to_msbin1(&relayed_connect_xml(to, id, &adv, "contoso.servicebus.windows.net")).unwrap();
+        let relay_side: Vec<(&str, Vec<u8>)> = vec![
+            ("relay-to-listener-relayedconnect-inner", inner.clone()),
+            (
+                "relay-to-listener-onewaysend-outer",
+                crate::wcf_oneway::wrap_oneway_with_id(to, &inner, "0d9c8b7a-6f5e-4d3c-8b2a-1f0e9d8c7b6a").unwrap(),
+            ),
+            (
+                "relay-to-client-relayedconnectreply",
+                to_msbin1(&reply_envelope("RelayedConnectReply", Some("urn:uuid:3c2b1a09-8f7e-4d6c-9b5a-4f3e2d1c0b9a"), &format!(r#"<RelayedConnectReply xmlns="{RELAYEDCONNECT_NS}"/>"#))).unwrap(),
+            ),
+            (
+                "relay-to-listener-relayedacceptreply",
+                to_msbin1(&reply_envelope("RelayedAcceptReply", None, r#"<anyType xmlns="http://schemas.microsoft.com/2003/10/Serialization/"/>"#)).unwrap(),
+            ),
+            (
+                "relay-fault-endpointnotfound",
+                to_msbin1(&relay_fault_xml(Some("urn:uuid:3c2b1a09-8f7e-4d6c-9b5a-4f3e2d1c0b9a"), "EndpointNotFoundFault", "no NetTcpRelay listener is connected for 'creditcheck'")).unwrap(),
+            ),
+        ];
+        for (name, bytes) in &relay_side {
+            let bin = dir.join(format!("{name}.bin"));
+            let xml = from_msbin1(bytes).unwrap();
+            if bless {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&bin, bytes).unwrap();
+                std::fs::write(dir.join(format!("{name}.xml")), &xml).unwrap();
+            }
+            assert_eq!(&std::fs::read(&bin).unwrap(), bytes, "{name}: the relay no longer writes the committed bytes");
+            assert_eq!(std::fs::read_to_string(dir.join(format!("{name}.xml"))).unwrap(), xml);
+        }
+        // The notification's fields, as a listener reads them.
+        let x = from_msbin1(&inner).unwrap();
+        assert_eq!(
+            texts(&x, &["Id", "IpAddress", "IpPort", "HttpsPort"]),
+            vec![Some(id.into()), Some("2748520724".into()), Some("9352".into()), Some("443".into())]
+        );
+        // The peers' messages (written by hand from known.md 5.2 into NAME.xml, encoded by
+        // `hyrelay nbfx encode`): what the relay reads out of them.
+        let client = from_msbin1(&std::fs::read(dir.join("client-to-relay-relayedconnect.bin")).unwrap()).unwrap();
+        let [action, uri] = <[Option<String>; 2]>::try_from(texts(&client, &["Action", "Uri"])).unwrap();
+        assert_eq!(action.as_deref().map(action_word), Some("RelayedConnect"));
+        assert_eq!(uri.as_deref(), Some(to.trim_end_matches('/')));
+        assert!(token_from_header(&client).unwrap().starts_with("SharedAccessSignature sr="));
+        let listener = from_msbin1(&std::fs::read(dir.join("listener-to-relay-relayedaccept.bin")).unwrap()).unwrap();
+        let [action, rid] = <[Option<String>; 2]>::try_from(texts(&listener, &["Action", "Id"])).unwrap();
+        assert_eq!(action.as_deref(), Some("RelayedAccept"));
+        assert_eq!(rid.as_deref(), Some(id));
+    }
+
     #[test]
     fn uris_split_into_host_and_path() {
         assert_eq!(

@@ -92,11 +92,16 @@ fn fault_xml(relates_to: &str, code: &str, reason: &str) -> String {
 
 /// The `OnewaySend` wrapper the relay delivers to listeners (msbin1, no session).
 pub fn wrap_oneway(via: &str, inner_msbin1: &[u8]) -> Result<Vec<u8>, String> {
+    wrap_oneway_with_id(via, inner_msbin1, &new_guid())
+}
+
+/// [`wrap_oneway`] with a given `MessageID` GUID (golden fixtures).
+pub fn wrap_oneway_with_id(via: &str, inner_msbin1: &[u8], id: &str) -> Result<Vec<u8>, String> {
     let b64 = base64::engine::general_purpose::STANDARD.encode(inner_msbin1);
     let xml = format!(
         r#"<s:Envelope xmlns:s="{SOAP12}" xmlns:a="{WSA10}"><s:Header><a:Action s:mustUnderstand="1">{CONNECT_NS}/OnewaySend</a:Action><RelayVia xmlns="{CONNECT_NS}">{}</RelayVia><a:MessageID>urn:uuid:{}</a:MessageID><a:To s:mustUnderstand="1">{}</a:To></s:Header><s:Body><OnewaySend xmlns="{CONNECT_NS}">{b64}</OnewaySend></s:Body></s:Envelope>"#,
         esc(via),
-        new_guid(),
+        esc(id),
         esc(via)
     );
     xml_to_records(&xml, None, &EncodeOptions::default())
