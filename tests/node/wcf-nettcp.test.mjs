@@ -9,13 +9,16 @@ import os from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import { sasToken, sleep } from './harness.mjs';
+import { createRequire } from 'node:module';
+import { PEERS, sasToken, sleep } from './harness.mjs';
 import { freePort, startConfiguredRelay } from './gateways.mjs';
 import * as peer from './nettcp-peer.mjs';
 
+const require = createRequire(import.meta.url);
+const HycoWS = require(path.join(PEERS, 'hyco-ws'));
 const KEY = 'd2NmLXJlbGF5LW5ldHRjcC1yZWxheS10ZXN0LWtleS0wMDA=';
 const HOST = 'contoso.relay.local';
-let child, dir, ca, amqpPort, nettcpPort, probePort, relayErr = '';
+let child, dir, ca, amqpPort, nettcpPort, probePort, httpAddr, relayErr = '';
 
 before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hyrelay-nettcp-'));
@@ -23,6 +26,7 @@ before(async () => {
   const r = await startConfiguredRelay(dir, `
 data_dir = "${dir}/data"
 [listen]
+http = "127.0.0.1:0"
 https = "127.0.0.1:0"
 [limits]
 accept_timeout = "2s"
@@ -41,8 +45,11 @@ hosts = ["${HOST}", "127.0.0.1", "localhost"]
   name = "ListenOnly"
   rights = ["listen"]
   primary_key = "${KEY}"
-`, /hyrelay ready: .*nettcp=/);
+  [[namespaces.hybrid_connections]]
+  name = "migrated"
+`, /hyrelay ready: (\S+) .*nettcp=/);
   child = r.child;
+  httpAddr = r.match[1];
   relayErr = r.err;
   child.stderr.on('data', (d) => { relayErr += d; });
   ca = fs.readFileSync(path.join(dir, 'data', 'ca.pem'));
@@ -217,4 +224,61 @@ test('probe on 9353 and 9352: the client address as the relay saw it, and the re
     const s = await peer.probe(port, 1);
     assert.deepEqual([s.ip, s.port], ['127.0.0.1', port]);
   }
+});
+
+// Both faces talk to each other (extensions: Azure keeps them apart).
+function hycoListener(hc) {
+  HycoWS.createRelayBaseUri = (ns, p) => `ws://${ns}/$hc/${p}`;
+  const uri = HycoWS.createRelayListenUri(httpAddr, hc);
+  const headers = [];
+  const server = HycoWS.createRelayedServer({ server: uri, token: () => HycoWS.createRelayToken(uri, 'RootManageSharedAccessKey', KEY) },
+    (ws, req) => { headers.push(req && req.headers); ws.on('message', (m) => ws.send(m)); });
+  return new Promise((resolve, reject) => { server.on('listening', () => resolve({ server, headers })); server.on('error', reject); });
+}
+
+test('a NetTcpRelay client reaches an unmodified hyco-ws listener of a hybrid connection of the same name', async () => {
+  const { server, headers } = await hycoListener('migrated');
+  const { sock, reply } = await connect('migrated');
+  assert.match(reply, /RelayedConnectReply/);
+  const data = crypto.randomBytes(1 << 20);
+  let back = Buffer.alloc(0);
+  sock.on('data', (d) => { back = Buffer.concat([back, d]); });
+  sock.resume();
+  sock.write(data);
+  const end = Date.now() + 10000;
+  while (back.length < data.length && Date.now() < end) await sleep(20);
+  assert.equal(back.length, data.length);
+  assert.ok(back.equals(data), 'the echo is byte-identical');
+  assert.equal(headers[0]['x-relay-origin'], 'wcf-nettcp', 'the listener can tell a NetTcpRelay client from a WebSocket sender');
+  assert.equal(headers[0]['x-relay-via'], uri('migrated'));
+  sock.destroy();
+  server.close();
+});
+
+test('an unmodified hyco-ws sender reaches a NetTcpRelay listener on a path without a hybrid connection', async () => {
+  const l = await listen('legacy-svc', { onStream: echo });
+  HycoWS.createRelayBaseUri = (ns, p) => `ws://${ns}/$hc/${p}`;
+  const uri = HycoWS.createRelaySendUri(httpAddr, 'legacy-svc');
+  const msgs = [Buffer.from('hello legacy listener'), crypto.randomBytes(300000)];
+  const got = await new Promise((resolve, reject) => {
+    const c = HycoWS.relayedConnect(uri, HycoWS.createRelayToken(uri, 'RootManageSharedAccessKey', KEY), () => {
+      for (const m of msgs) c.send(m, { binary: true });
+    });
+    let buf = Buffer.alloc(0);
+    c.on('message', (m) => { buf = Buffer.concat([buf, Buffer.from(m)]); if (buf.length >= msgs[0].length + msgs[1].length) { c.close(); resolve(buf); } });
+    c.on('error', reject);
+  });
+  assert.ok(got.equals(Buffer.concat(msgs)), 'bytes come back in order, unchanged');
+  assert.equal(l.notifications.length, 1);
+  assert.match(l.notifications[0].inner, /<a:To s:mustUnderstand="1">sb:\/\/127\.0\.0\.1(:\d+)?\/legacy-svc\/<\/a:To>/);
+  // A sender without Send rights is refused before the listener hears of it.
+  const bad = HycoWS.createRelayToken(uri, 'ListenOnly', KEY);
+  const refused = await new Promise((resolve) => {
+    const c = HycoWS.relayedConnect(uri, bad, () => resolve('opened'));
+    c.on('error', (e) => resolve(String(e && e.message)));
+    c.on('unexpected-response', (_req, res) => resolve(`status ${res.statusCode}`));
+  });
+  assert.match(refused, /401|403|Unexpected server response/);
+  assert.equal(l.notifications.length, 1);
+  l.conn.close();
 });

@@ -12,8 +12,12 @@ use std::os::fd::RawFd;
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::splice::{give_buf, split, take_buf, ReadSide, SpliceEnd, SpliceReport, WriteSide};
+use hyrelay_ws::OpCode;
+use tokio::sync::Mutex;
+
+use crate::splice::{give_buf, split, take_buf, Leg, ReadSide, SpliceEnd, SpliceReport, WriteSide};
 use crate::stream::{abort_fd, Stream};
+use crate::ws::{FrameReader, FrameWriter, Role};
 
 async fn copy_dir(mut r: ReadSide, leftover: Bytes, w: &mut WriteSide) -> io::Result<u64> {
     let mut total = leftover.len() as u64;
@@ -71,15 +75,16 @@ pub async fn splice_bytes(a: Stream, a_left: Bytes, b: Stream, b_left: Bytes) ->
             }
         };
         match failure {
-            None => (Ok(r1.unwrap_or(0)), r2.unwrap_or(0)),
-            Some(reason) => (Err(reason), r2.unwrap_or(0)),
+            None => (Ok(()), (r1.unwrap_or(0), r2.unwrap_or(0))),
+            Some(reason) => (Err(reason), (r1.unwrap_or(0), r2.unwrap_or(0))),
         }
     };
+    let (a_to_b, b_to_a) = rb;
     match ra {
-        Ok(a_to_b) => SpliceReport {
+        Ok(()) => SpliceReport {
             end: SpliceEnd::Closed,
             a_to_b,
-            b_to_a: rb,
+            b_to_a,
         },
         Err(reason) => {
             abort_fd(fa);
@@ -91,8 +96,147 @@ pub async fn splice_bytes(a: Stream, a_left: Bytes, b: Stream, b_left: Bytes) ->
             }
             SpliceReport {
                 end: SpliceEnd::Aborted(reason),
-                a_to_b: 0,
-                b_to_a: rb,
+                a_to_b,
+                b_to_a,
+            }
+        }
+    }
+}
+
+/// The WebSocket leg's frames (their payloads) into the byte stream. A Close frame ends this
+/// direction with a write shutdown of the byte stream; a Ping is answered on the leg.
+async fn ws_to_bytes(
+    mut r: FrameReader<ReadSide>,
+    w: &mut WriteSide,
+    back: &Mutex<FrameWriter<WriteSide>>,
+) -> io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        let Some(h) = r.header().await? else {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the WebSocket ended without a Close frame",
+            ));
+        };
+        match h.opcode {
+            OpCode::Binary | OpCode::Text | OpCode::Continuation => {
+                while let Some(c) = r.chunk(256 * 1024).await? {
+                    w.write_all(&c).await?;
+                    total += c.len() as u64;
+                }
+            }
+            OpCode::Ping => {
+                let p = r.payload(125).await?;
+                back.lock().await.frame(true, OpCode::Pong, &p).await?;
+            }
+            OpCode::Pong => {
+                r.payload(125).await?;
+            }
+            OpCode::Close => {
+                r.payload(125).await?;
+                w.shutdown().await?;
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// The byte stream into binary frames, one per read; its end becomes a Close frame.
+async fn bytes_to_ws(
+    mut r: ReadSide,
+    leftover: Bytes,
+    w: &Mutex<FrameWriter<WriteSide>>,
+) -> io::Result<u64> {
+    let mut total = leftover.len() as u64;
+    if !leftover.is_empty() {
+        w.lock()
+            .await
+            .frame(true, OpCode::Binary, &leftover)
+            .await?;
+    }
+    loop {
+        r.wait_readable().await?;
+        let mut buf = take_buf();
+        let n = match r.read(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => {
+                give_buf(buf);
+                return Err(e);
+            }
+        };
+        let res = if n == 0 {
+            w.lock().await.close(1000, "").await
+        } else {
+            w.lock().await.frame(true, OpCode::Binary, &buf[..n]).await
+        };
+        give_buf(buf);
+        res?;
+        if n == 0 {
+            return Ok(total);
+        }
+        total += n as u64;
+    }
+}
+
+/// Joins a server-side WebSocket leg (a Hybrid Connections sender or listener, which masks
+/// its frames) with a byte stream (a WCF Relay NetTcpRelay leg): frames' payloads become
+/// bytes and bytes become binary frames; Close ⇄ orderly end, failures reset both. The
+/// report's `a_to_b` counts WebSocket → bytes.
+pub async fn splice_ws_bytes(ws: Leg, raw: Stream, raw_left: Bytes) -> SpliceReport {
+    let fw: RawFd = ws.stream.raw_fd();
+    let fr: RawFd = raw.raw_fd();
+    let (wr, ww) = split(ws.stream);
+    let (rr, mut rw) = split(raw);
+    let ww = Mutex::new(FrameWriter::new(ww, Role::Server));
+    let (res, counts) = {
+        let d1 = ws_to_bytes(
+            FrameReader::new(wr, ws.leftover, Role::Server, u64::MAX),
+            &mut rw,
+            &ww,
+        );
+        let d2 = bytes_to_ws(rr, raw_left, &ww);
+        tokio::pin!(d1, d2);
+        let (mut r1, mut r2): (Option<u64>, Option<u64>) = (None, None);
+        let failure = loop {
+            tokio::select! {
+                x = &mut d1, if r1.is_none() => match x {
+                    Ok(n) => r1 = Some(n),
+                    Err(e) => break Some(format!("WebSocket leg: {e}")),
+                },
+                y = &mut d2, if r2.is_none() => match y {
+                    Ok(n) => r2 = Some(n),
+                    Err(e) => break Some(format!("byte leg: {e}")),
+                },
+            }
+            if r1.is_some() && r2.is_some() {
+                break None;
+            }
+        };
+        (failure, (r1.unwrap_or(0), r2.unwrap_or(0)))
+    };
+    let (a_to_b, b_to_a) = counts;
+    match res {
+        None => {
+            let _ = ww.into_inner().into_inner().shutdown().await;
+            let _ = rw.shutdown().await;
+            SpliceReport {
+                end: SpliceEnd::Closed,
+                a_to_b,
+                b_to_a,
+            }
+        }
+        Some(reason) => {
+            abort_fd(fw);
+            abort_fd(fr);
+            for w in [ww.into_inner().into_inner(), rw] {
+                if let WriteSide::Plain(w) = w {
+                    w.forget();
+                }
+            }
+            SpliceReport {
+                end: SpliceEnd::Aborted(reason),
+                a_to_b,
+                b_to_a,
             }
         }
     }

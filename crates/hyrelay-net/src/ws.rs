@@ -188,6 +188,11 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         &mut self.io
     }
 
+    /// Gives the inner writer back.
+    pub fn into_inner(self) -> W {
+        self.io
+    }
+
     fn next_mask(&mut self) -> Option<[u8; 4]> {
         match self.role {
             Role::Server => None,

@@ -33,6 +33,158 @@ use crate::model::{authorize, HybridConnection, Namespace};
 use crate::socket::{into_leg, run_control, run_rendezvous, ListenMeta};
 use tracing::Instrument;
 
+/// Offers a connection to a listener of the hybrid connection `hc` on behalf of a sender
+/// that is not a WebSocket (a WCF Relay NetTcpRelay client: the migration path between the
+/// two faces). Sends the listener the usual `accept`, waits for it to dial the rendezvous,
+/// and returns its leg. Errors carry a WCF Relay fault name and a reason.
+pub async fn relay_internal_connect(
+    relay: &Arc<Relay>,
+    ns: &Namespace,
+    hc: &str,
+    headers: Map<String, Value>,
+    remote: SocketAddr,
+) -> Result<hyrelay_net::Leg, (&'static str, String)> {
+    let entity = entity_key(&ns.name, hc);
+    let Some(route) = relay.route(&entity, None, None, &[]).await else {
+        relay.counters.refused.fetch_add(1, Ordering::Relaxed);
+        return Err((
+            "EndpointNotFoundFault",
+            format!(
+                "no listener is connected for '{hc}' (neither NetTcpRelay nor Hybrid Connections)"
+            ),
+        ));
+    };
+    let id = new_guid();
+    let nonce = new_nonce();
+    let address = format!(
+        "{}/$hc/{}?sb-hc-action=accept&sb-hc-id={}&sb-hc-nonce={nonce}",
+        rendezvous_base(relay, &route),
+        hc,
+        encode_component(&id)
+    );
+    let msg = encode_accept(&Accept {
+        address,
+        id: id.clone(),
+        connect_headers: headers,
+        remote_endpoint: RemoteEndpoint {
+            address: remote.ip().to_string(),
+            port: remote.port(),
+        },
+    });
+    let timeout = relay.opts.limits.accept_timeout;
+    let (tx, rx) = oneshot::channel();
+    relay.add_accept(
+        nonce.clone(),
+        PendingAccept {
+            id: id.clone(),
+            entity: entity.clone(),
+            listener: route.serial(),
+            tx,
+            expires: Instant::now() + timeout,
+        },
+    );
+    if let Err(e) = relay.offer(&entity, &route, &msg).await {
+        relay.drop_accept(&nonce);
+        return Err((
+            "EndpointNotFoundFault",
+            format!("the listener could not be reached: {e}"),
+        ));
+    }
+    match tokio::time::timeout(timeout, rx).await {
+        Err(_) | Ok(Err(_)) => {
+            relay.drop_accept(&nonce);
+            Err((
+                "ConnectionFailedFault",
+                format!(
+                    "the listener of '{hc}' did not accept the connection within {} s",
+                    timeout.as_secs()
+                ),
+            ))
+        }
+        Ok(Ok(AcceptOutcome::Rejected { code, description })) => Err((
+            "ConnectionFailedFault",
+            format!("the listener of '{hc}' rejected the connection: {code} {description}"),
+        )),
+        Ok(Ok(AcceptOutcome::Accepted { upgrade, .. })) => {
+            let up = upgrade.await.map_err(|e| {
+                (
+                    "ConnectionFailedFault",
+                    format!("the listener's rendezvous failed: {e}"),
+                )
+            })?;
+            relay
+                .stats(&entity)
+                .connects
+                .fetch_add(1, Ordering::Relaxed);
+            into_leg(up).map_err(|e| ("ConnectionFailedFault", e))
+        }
+    }
+}
+
+/// A Hybrid Connections sender on a path where no hybrid connection exists but NetTcpRelay
+/// listeners are registered (the other direction of the migration path): a `RelayedConnect`
+/// to one of them, then the sender's WebSocket is spliced with the listener's byte stream.
+async fn connect_to_nettcp(
+    relay: Arc<Relay>,
+    conn: ConnInfo,
+    mut req: Request<Incoming>,
+    t: Target,
+    ns: Namespace,
+    host: String,
+) -> Option<Response<Body>> {
+    let registry = relay.wcf.get()?.clone();
+    let path = t.path.trim_matches('/').to_string();
+    let key = format!(
+        "{}/{}",
+        ns.name.to_ascii_lowercase(),
+        path.to_ascii_lowercase()
+    );
+    if !registry.has_listener_type(&key, "RelayedConnection") {
+        return None;
+    }
+    let token = token_from(&t, req.headers());
+    if let Err(e) =
+        crate::wcf_amqp::authorize_path(&relay, &ns, &path, token.as_deref(), Rights::SEND)
+    {
+        return Some(auth_failure(&relay, &conn, &t, &e, &host, &path));
+    }
+    let accept_key = match ws_accept_key(&req) {
+        Ok(a) => a,
+        Err(r) => return Some(r),
+    };
+    let target = format!("sb://{host}/{path}/");
+    let listener =
+        match crate::wcf_nettcp::offer_relayed(&relay, &registry, &key, &target, &host).await {
+            Ok(l) => l,
+            Err((code, reason)) => {
+                let status = if code == "EndpointNotFoundFault" {
+                    404
+                } else {
+                    504
+                };
+                return Some(reply(status, &reason));
+            }
+        };
+    let sender_up = hyper::upgrade::on(&mut req);
+    let relay2 = relay.clone();
+    tokio::spawn(
+        async move {
+            let Ok(up) = sender_up.await else { return };
+            let Ok(leg) = into_leg(up) else { return };
+            tracing::info!(path = %path, "Hybrid Connections sender joined a NetTcpRelay listener");
+            relay2.counters.connects.fetch_add(1, Ordering::Relaxed);
+            let rep = hyrelay_net::splice_ws_bytes(leg, listener, Bytes::new()).await;
+            relay2
+                .counters
+                .bytes
+                .fetch_add(rep.a_to_b + rep.b_to_a, Ordering::Relaxed);
+            tracing::debug!(end = ?rep.end, "sender ⇄ NetTcpRelay listener ended");
+        }
+        .in_current_span(),
+    );
+    Some(switching(&accept_key, None))
+}
+
 /// Response body type of the front-end.
 pub type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -383,6 +535,12 @@ async fn connect(
     host: String,
 ) -> Response<Body> {
     let Some((hc, _)) = ns.find_hc(&t.path) else {
+        let (n2, h2) = (ns.clone(), host.clone());
+        if let Some(r) =
+            connect_to_nettcp(relay.clone(), conn.clone(), req, t.clone(), n2, h2).await
+        {
+            return r;
+        }
         return not_found(&relay, &conn, &t, &ns, &host);
     };
     if hc.requires_client_authorization {

@@ -53,6 +53,8 @@ pub struct WcfRegistry {
     storm_logged: Mutex<HashMap<std::net::IpAddr, Instant>>,
     /// NetTcpRelay clients waiting for their listener's `RelayedAccept`, by rendezvous id.
     rendezvous: Mutex<HashMap<String, crate::wcf_nettcp::PendingRelayed>>,
+    /// What NetTcpRelay listeners are told to dial (set when the 9352 socket is served).
+    pub advertise: std::sync::OnceLock<crate::wcf_nettcp::Advertise>,
 }
 
 impl Default for WcfRegistry {
@@ -66,6 +68,7 @@ impl Default for WcfRegistry {
             storms: crate::core::FailureLimiter::new(100.0, 10.0),
             storm_logged: Mutex::default(),
             rendezvous: Mutex::default(),
+            advertise: std::sync::OnceLock::new(),
         }
     }
 }
@@ -136,6 +139,13 @@ impl WcfRegistry {
             let l = &ls[(start + i) % ls.len()];
             l.tx.send((l.link.clone(), message.clone())).is_ok()
         })
+    }
+
+    /// Whether `key` has a listener of `listener_type`.
+    pub fn has_listener_type(&self, key: &str, listener_type: &str) -> bool {
+        self.listeners(key)
+            .iter()
+            .any(|l| l.listener_type == listener_type)
     }
 
     /// Remembers a client waiting for `RelayedAccept{id}` (and forgets expired ones).

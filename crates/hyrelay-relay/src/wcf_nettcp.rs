@@ -15,9 +15,11 @@
 //! the client, the fault codes and their shape are **inferred** (F3).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use bytes::Bytes;
 use hyrelay_hc::sas::Rights;
 use hyrelay_nbfx::{
@@ -166,7 +168,7 @@ pub async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     adv: Advertise,
 ) {
-    let adv = Arc::new(adv);
+    let _ = registry.advertise.set(adv);
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(x) => x,
@@ -177,11 +179,10 @@ pub async fn serve(
             }
         };
         hyrelay_net::stream::tune(&tcp);
-        let (relay, registry, tls, adv) =
-            (relay.clone(), registry.clone(), tls.clone(), adv.clone());
+        let (relay, registry, tls) = (relay.clone(), registry.clone(), tls.clone());
         tokio::spawn(
             async move {
-                if let Err(e) = run(relay, registry, tcp, tls, adv).await {
+                if let Err(e) = run(relay, registry, tcp, tls).await {
                     tracing::info!("{e}");
                 }
             }
@@ -276,7 +277,6 @@ async fn run(
     registry: Arc<WcfRegistry>,
     mut tcp: TcpStream,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    adv: Arc<Advertise>,
 ) -> Result<(), String> {
     let remote = tcp
         .peer_addr()
@@ -365,9 +365,7 @@ async fn run(
         <[Option<String>; 2]>::try_from(texts(&xml, &["Action", "MessageID"])).unwrap_or_default();
     let action = action.unwrap_or_default();
     match action_word(&action) {
-        "RelayedConnect" => {
-            client(relay, registry, stream, via, xml, message_id, adv, remote).await
-        }
+        "RelayedConnect" => client(relay, registry, stream, via, xml, message_id, remote).await,
         "RelayedAccept" => accept(registry, stream, xml, message_id).await,
         _ => {
             let reason = format!(
@@ -402,7 +400,6 @@ async fn client(
     via: String,
     xml: String,
     msg_id: Option<String>,
-    adv: Arc<Advertise>,
     remote: SocketAddr,
 ) -> Result<(), String> {
     let mid = msg_id.as_deref();
@@ -450,6 +447,85 @@ async fn client(
         ns.name.to_ascii_lowercase(),
         path.to_ascii_lowercase()
     );
+    let c = &relay.counters;
+    if !registry.has_listener_type(&key, "RelayedConnection") {
+        if let Some((hc, _)) = ns.find_hc(&path) {
+            // No NetTcpRelay listener, but a hybrid connection of that name: its listener
+            // gets an ordinary accept (the migration path between the faces, an extension).
+            let hc = hc.name.clone();
+            let mut headers = serde_json::Map::new();
+            headers.insert("X-Relay-Via".into(), target.clone().into());
+            headers.insert("X-Relay-Origin".into(), "wcf-nettcp".into());
+            // What a WebSocket sender's handshake would carry: listeners (hyco-ws) check
+            // for the key before accepting.
+            let key: [u8; 16] = rand::random();
+            headers.insert(
+                "Sec-WebSocket-Key".into(),
+                base64::engine::general_purpose::STANDARD.encode(key).into(),
+            );
+            headers.insert("Sec-WebSocket-Version".into(), "13".into());
+            headers.insert("Host".into(), host.clone().into());
+            let leg = match crate::front::relay_internal_connect(&relay, &ns, &hc, headers, remote)
+                .await
+            {
+                Ok(l) => l,
+                Err((code, reason)) => return refuse(&mut stream, mid, code, reason).await,
+            };
+            write_envelope(&mut stream, &connect_reply(mid))
+                .await
+                .map_err(|e| format!("client left before RelayedConnectReply: {e}"))?;
+            tracing::info!(path = %path, client = %remote, "NetTcpRelay client joined a Hybrid Connections listener");
+            c.connects.fetch_add(1, Ordering::Relaxed);
+            let rep = hyrelay_net::splice_ws_bytes(leg, stream, Bytes::new()).await;
+            c.bytes
+                .fetch_add(rep.a_to_b + rep.b_to_a, Ordering::Relaxed);
+            tracing::debug!(end = ?rep.end, "NetTcpRelay client ⇄ Hybrid Connections listener ended");
+            return Ok(());
+        }
+    }
+    let listener = match offer_relayed(&relay, &registry, &key, &target, &host).await {
+        Ok(l) => l,
+        Err((code, reason)) => return refuse(&mut stream, mid, code, reason).await,
+    };
+    write_envelope(&mut stream, &connect_reply(mid))
+        .await
+        .map_err(|e| format!("client left before RelayedConnectReply: {e}"))?;
+    tracing::info!(path = %path, client = %remote, "NetTcpRelay connection established");
+    c.connects.fetch_add(1, Ordering::Relaxed);
+    c.active_connections.fetch_add(1, Ordering::Relaxed);
+    let rep = hyrelay_net::splice_bytes(stream, Bytes::new(), listener, Bytes::new()).await;
+    c.active_connections.fetch_sub(1, Ordering::Relaxed);
+    c.bytes
+        .fetch_add(rep.a_to_b + rep.b_to_a, Ordering::Relaxed);
+    tracing::debug!(end = ?rep.end, sent = rep.a_to_b, received = rep.b_to_a, "NetTcpRelay connection ended");
+    Ok(())
+}
+
+fn connect_reply(relates_to: Option<&str>) -> String {
+    reply_envelope(
+        "RelayedConnectReply",
+        relates_to,
+        &format!(r#"<RelayedConnectReply xmlns="{RELAYEDCONNECT_NS}"/>"#),
+    )
+}
+
+/// Sends a `RelayedConnect` notification for `target` to one `RelayedConnection` listener of
+/// `key` and waits (the accept time-out) for it to dial back with `RelayedAccept`; returns
+/// its stream, already answered `RelayedAcceptReply`. Errors carry a fault name and reason.
+pub async fn offer_relayed(
+    relay: &Relay,
+    registry: &WcfRegistry,
+    key: &str,
+    target: &str,
+    host: &str,
+) -> Result<Stream, (&'static str, String)> {
+    let path = key.split_once('/').map(|(_, p)| p).unwrap_or(key);
+    let Some(adv) = registry.advertise.get() else {
+        return Err((
+            "EndpointNotFoundFault",
+            "this relay does not serve NetTcpRelay (no [wcf_relay] nettcp)".into(),
+        ));
+    };
     let timeout = relay.opts.limits.accept_timeout;
     let id = new_guid();
     let (tx, rx) = oneshot::channel();
@@ -460,64 +536,31 @@ async fn client(
             expires: Instant::now() + timeout,
         },
     );
-    let inner = to_msbin1(&relayed_connect_xml(&target, &id, &adv, &host))?;
-    let wrapped = wrap_oneway(&target, &inner)?;
-    if !registry.deliver_typed(&key, "RelayedConnection", wrapped) {
+    let wrapped = to_msbin1(&relayed_connect_xml(target, &id, adv, host))
+        .and_then(|inner| wrap_oneway(target, &inner))
+        .map_err(|e| ("InvalidRequestFault", e))?;
+    if !registry.deliver_typed(key, "RelayedConnection", wrapped) {
         registry.take_rendezvous(&id);
-        relay
-            .counters
-            .refused
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return refuse(
-            &mut stream,
-            mid,
+        relay.counters.refused.fetch_add(1, Ordering::Relaxed);
+        return Err((
             "EndpointNotFoundFault",
             format!("no NetTcpRelay listener is connected for '{path}'"),
-        )
-        .await;
+        ));
     }
     tracing::debug!(path = %path, id = %id, "RelayedConnect sent to a listener");
-    let listener = match tokio::time::timeout(timeout, rx).await {
-        Ok(Ok(l)) => l,
+    match tokio::time::timeout(timeout, rx).await {
+        Ok(Ok(l)) => Ok(l),
         Ok(Err(_)) | Err(_) => {
             registry.take_rendezvous(&id);
-            return refuse(
-                &mut stream,
-                mid,
+            Err((
                 "ConnectionFailedFault",
                 format!(
                     "the listener of '{path}' did not accept the connection within {} s",
                     timeout.as_secs()
                 ),
-            )
-            .await;
+            ))
         }
-    };
-    write_envelope(
-        &mut stream,
-        &reply_envelope(
-            "RelayedConnectReply",
-            mid,
-            &format!(r#"<RelayedConnectReply xmlns="{RELAYEDCONNECT_NS}"/>"#),
-        ),
-    )
-    .await
-    .map_err(|e| format!("client left before RelayedConnectReply: {e}"))?;
-    tracing::info!(path = %path, id = %id, client = %remote, "NetTcpRelay connection established");
-    let c = &relay.counters;
-    c.connects
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    c.active_connections
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let rep = hyrelay_net::splice_bytes(stream, Bytes::new(), listener, Bytes::new()).await;
-    c.active_connections
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    c.bytes.fetch_add(
-        rep.a_to_b + rep.b_to_a,
-        std::sync::atomic::Ordering::Relaxed,
-    );
-    tracing::debug!(id = %id, end = ?rep.end, sent = rep.a_to_b, received = rep.b_to_a, "NetTcpRelay connection ended");
-    Ok(())
+    }
 }
 
 async fn accept(
@@ -618,29 +661,61 @@ mod tests {
     /// from the notes, must decode into what the relay expects.
     #[test]
     fn golden_rendezvous_messages() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/nbfx/wcf-relay");
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/nbfx/wcf-relay");
         let bless = std::env::var_os("HYRELAY_BLESS").is_some();
-        let adv = Advertise { ip: Ipv4Addr::new(20, 25, 211, 163), port: 9352, http_port: 80, https_port: 443 };
+        let adv = Advertise {
+            ip: Ipv4Addr::new(20, 25, 211, 163),
+            port: 9352,
+            http_port: 80,
+            https_port: 443,
+        };
         let id = "5f1c2d7e-8a4b-4c3d-9e2f-0a1b2c3d4e5f";
         let to = "sb://contoso.servicebus.windows.net/creditcheck/";
-        let inner = to_msbin1(&relayed_connect_xml(to, id, &adv, "contoso.servicebus.windows.net")).unwrap();
+        let inner = to_msbin1(&relayed_connect_xml(
+            to,
+            id,
+            &adv,
+            "contoso.servicebus.windows.net",
+        ))
+        .unwrap();
         let relay_side: Vec<(&str, Vec<u8>)> = vec![
             ("relay-to-listener-relayedconnect-inner", inner.clone()),
             (
                 "relay-to-listener-onewaysend-outer",
-                crate::wcf_oneway::wrap_oneway_with_id(to, &inner, "0d9c8b7a-6f5e-4d3c-8b2a-1f0e9d8c7b6a").unwrap(),
+                crate::wcf_oneway::wrap_oneway_with_id(
+                    to,
+                    &inner,
+                    "0d9c8b7a-6f5e-4d3c-8b2a-1f0e9d8c7b6a",
+                )
+                .unwrap(),
             ),
             (
                 "relay-to-client-relayedconnectreply",
-                to_msbin1(&reply_envelope("RelayedConnectReply", Some("urn:uuid:3c2b1a09-8f7e-4d6c-9b5a-4f3e2d1c0b9a"), &format!(r#"<RelayedConnectReply xmlns="{RELAYEDCONNECT_NS}"/>"#))).unwrap(),
+                to_msbin1(&reply_envelope(
+                    "RelayedConnectReply",
+                    Some("urn:uuid:3c2b1a09-8f7e-4d6c-9b5a-4f3e2d1c0b9a"),
+                    &format!(r#"<RelayedConnectReply xmlns="{RELAYEDCONNECT_NS}"/>"#),
+                ))
+                .unwrap(),
             ),
             (
                 "relay-to-listener-relayedacceptreply",
-                to_msbin1(&reply_envelope("RelayedAcceptReply", None, r#"<anyType xmlns="http://schemas.microsoft.com/2003/10/Serialization/"/>"#)).unwrap(),
+                to_msbin1(&reply_envelope(
+                    "RelayedAcceptReply",
+                    None,
+                    r#"<anyType xmlns="http://schemas.microsoft.com/2003/10/Serialization/"/>"#,
+                ))
+                .unwrap(),
             ),
             (
                 "relay-fault-endpointnotfound",
-                to_msbin1(&relay_fault_xml(Some("urn:uuid:3c2b1a09-8f7e-4d6c-9b5a-4f3e2d1c0b9a"), "EndpointNotFoundFault", "no NetTcpRelay listener is connected for 'creditcheck'")).unwrap(),
+                to_msbin1(&relay_fault_xml(
+                    Some("urn:uuid:3c2b1a09-8f7e-4d6c-9b5a-4f3e2d1c0b9a"),
+                    "EndpointNotFoundFault",
+                    "no NetTcpRelay listener is connected for 'creditcheck'",
+                ))
+                .unwrap(),
             ),
         ];
         for (name, bytes) in &relay_side {
@@ -651,24 +726,44 @@ mod tests {
                 std::fs::write(&bin, bytes).unwrap();
                 std::fs::write(dir.join(format!("{name}.xml")), &xml).unwrap();
             }
-            assert_eq!(&std::fs::read(&bin).unwrap(), bytes, "{name}: the relay no longer writes the committed bytes");
-            assert_eq!(std::fs::read_to_string(dir.join(format!("{name}.xml"))).unwrap(), xml);
+            assert_eq!(
+                &std::fs::read(&bin).unwrap(),
+                bytes,
+                "{name}: the relay no longer writes the committed bytes"
+            );
+            assert_eq!(
+                std::fs::read_to_string(dir.join(format!("{name}.xml"))).unwrap(),
+                xml
+            );
         }
         // The notification's fields, as a listener reads them.
         let x = from_msbin1(&inner).unwrap();
         assert_eq!(
             texts(&x, &["Id", "IpAddress", "IpPort", "HttpsPort"]),
-            vec![Some(id.into()), Some("2748520724".into()), Some("9352".into()), Some("443".into())]
+            vec![
+                Some(id.into()),
+                Some("2748520724".into()),
+                Some("9352".into()),
+                Some("443".into())
+            ]
         );
         // The peers' messages (written by hand from known.md 5.2 into NAME.xml, encoded by
         // `hyrelay nbfx encode`): what the relay reads out of them.
-        let client = from_msbin1(&std::fs::read(dir.join("client-to-relay-relayedconnect.bin")).unwrap()).unwrap();
-        let [action, uri] = <[Option<String>; 2]>::try_from(texts(&client, &["Action", "Uri"])).unwrap();
+        let client =
+            from_msbin1(&std::fs::read(dir.join("client-to-relay-relayedconnect.bin")).unwrap())
+                .unwrap();
+        let [action, uri] =
+            <[Option<String>; 2]>::try_from(texts(&client, &["Action", "Uri"])).unwrap();
         assert_eq!(action.as_deref().map(action_word), Some("RelayedConnect"));
         assert_eq!(uri.as_deref(), Some(to.trim_end_matches('/')));
-        assert!(token_from_header(&client).unwrap().starts_with("SharedAccessSignature sr="));
-        let listener = from_msbin1(&std::fs::read(dir.join("listener-to-relay-relayedaccept.bin")).unwrap()).unwrap();
-        let [action, rid] = <[Option<String>; 2]>::try_from(texts(&listener, &["Action", "Id"])).unwrap();
+        assert!(token_from_header(&client)
+            .unwrap()
+            .starts_with("SharedAccessSignature sr="));
+        let listener =
+            from_msbin1(&std::fs::read(dir.join("listener-to-relay-relayedaccept.bin")).unwrap())
+                .unwrap();
+        let [action, rid] =
+            <[Option<String>; 2]>::try_from(texts(&listener, &["Action", "Id"])).unwrap();
         assert_eq!(action.as_deref(), Some("RelayedAccept"));
         assert_eq!(rid.as_deref(), Some(id));
     }
