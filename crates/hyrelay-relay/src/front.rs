@@ -537,7 +537,7 @@ async fn connect(
     let Some((hc, _)) = ns.find_hc(&t.path) else {
         let (n2, h2) = (ns.clone(), host.clone());
         if let Some(r) =
-            connect_to_nettcp(relay.clone(), conn.clone(), req, t.clone(), n2, h2).await
+            connect_to_nettcp(relay.clone(), conn, req, t.clone(), n2, h2).await
         {
             return r;
         }
