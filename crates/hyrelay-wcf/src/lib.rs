@@ -83,6 +83,8 @@ pub struct InboundStats {
     pub rewritten: u64,
     /// Envelope bytes received.
     pub bytes: u64,
+    /// WCF Relay keep-alive `Ping` messages dropped (see [`InboundConfig::drop_relay_pings`]).
+    pub pings_dropped: u64,
 }
 
 /// Settings of an [`Inbound`].
@@ -94,6 +96,12 @@ pub struct InboundConfig {
     pub limits: hyrelay_nmf::Limits,
     /// Largest session dictionary, bytes.
     pub max_session_dictionary: usize,
+    /// Drop messages whose Action is the bare word `Ping`: the keep-alive a legacy
+    /// NetTcpRelay client sends after 30 s of silence, which Microsoft's relay listener
+    /// swallows but a plain WCF service would answer with an ActionNotSupported fault. The
+    /// strings a dropped message adds to the session dictionary are carried into the next
+    /// forwarded message's table, so the service's dictionary stays the client's.
+    pub drop_relay_pings: bool,
 }
 
 impl InboundConfig {
@@ -106,6 +114,7 @@ impl InboundConfig {
                 ..hyrelay_nmf::Limits::default()
             },
             max_session_dictionary: 2 << 20,
+            drop_relay_pings: true,
         }
     }
 }
@@ -123,6 +132,9 @@ pub struct Inbound {
     preamble: Option<PreambleInfo>,
     pending: PreambleInfo,
     streamed: Option<Vec<u8>>,
+    /// String-table entries (their encoded bytes) of dropped messages, still owed to the
+    /// service.
+    owed_strings: Vec<u8>,
     stats: InboundStats,
     failed: bool,
 }
@@ -141,6 +153,7 @@ impl Inbound {
             preamble: None,
             pending: PreambleInfo::default(),
             streamed: None,
+            owed_strings: Vec::new(),
             stats: InboundStats::default(),
             failed: false,
         }
@@ -254,8 +267,9 @@ impl Inbound {
                     })
                 }
                 Record::SizedEnvelope(p) => {
-                    let p = self.rewrite(p)?;
-                    self.emit(&Record::SizedEnvelope(p));
+                    if let Some(p) = self.rewrite(p)? {
+                        self.emit(&Record::SizedEnvelope(p));
+                    }
                 }
                 Record::UnsizedEnvelopeStart => self.streamed = Some(Vec::new()),
                 Record::UnsizedChunk(c) => {
@@ -265,7 +279,9 @@ impl Inbound {
                 }
                 Record::UnsizedEnvelopeEnd => {
                     let msg = self.streamed.take().unwrap_or_default();
-                    let msg = self.rewrite(msg)?;
+                    let Some(msg) = self.rewrite(msg)? else {
+                        continue;
+                    };
                     self.out.push(0x05);
                     if !msg.is_empty() {
                         hyrelay_nmf::encode_size(msg.len() as u32, &mut self.out);
@@ -283,7 +299,8 @@ impl Inbound {
         encode_record(r, &mut self.out);
     }
 
-    fn rewrite(&mut self, payload: Vec<u8>) -> Result<Vec<u8>, Error> {
+    /// The message for the service, or `None` when it is dropped.
+    fn rewrite(&mut self, payload: Vec<u8>) -> Result<Option<Vec<u8>>, Error> {
         let enc = self.encoding.ok_or(Error::Refused {
             fault: FaultCode::ContentTypeInvalid,
             reason: "envelope before the preamble named an encoding".into(),
@@ -298,14 +315,50 @@ impl Inbound {
             Some(&self.cfg.service_address),
             &limits,
         )?;
-        Ok(match rw.payload {
+        let session = enc == PayloadEncoding::BinarySession;
+        if self.cfg.drop_relay_pings && rw.action.as_deref() == Some("Ping") {
+            self.stats.pings_dropped += 1;
+            if session {
+                let (start, end) = table_strings(&payload)?;
+                self.owed_strings.extend_from_slice(&payload[start..end]);
+            }
+            return Ok(None);
+        }
+        let out = match rw.payload {
             Some(p) => {
                 self.stats.rewritten += 1;
                 p
             }
             None => payload,
-        })
+        };
+        if session && !self.owed_strings.is_empty() {
+            // The dropped messages' strings go first: session ids are given in order.
+            let (start, end) = table_strings(&out)?;
+            let mut merged = Vec::with_capacity(out.len() + self.owed_strings.len() + 5);
+            let owed = std::mem::take(&mut self.owed_strings);
+            hyrelay_nbfx::mb31::encode_mb31((owed.len() + end - start) as u32, &mut merged);
+            merged.extend_from_slice(&owed);
+            merged.extend_from_slice(&out[start..]);
+            return Ok(Some(merged));
+        }
+        Ok(Some(out))
     }
+}
+
+/// Where the string entries of a binary-session message's table are: after the table's
+/// MultiByteInt31 size, `size` bytes long.
+fn table_strings(payload: &[u8]) -> Result<(usize, usize), Error> {
+    use hyrelay_nbfx::mb31::{decode_mb31, Mb31};
+    let eof = |offset| Error::Envelope(hyrelay_nbfx::Error::UnexpectedEof { offset });
+    let (size, start) = match decode_mb31(payload, 0).map_err(Error::Envelope)? {
+        Mb31::Value(v, n) => (v as usize, n),
+        Mb31::Incomplete => return Err(eof(payload.len())),
+    };
+    let end = start + size;
+    if end > payload.len() {
+        return Err(eof(payload.len()));
+    }
+    Ok((start, end))
 }
 
 /// The Via of a preamble at the start of `data`: `Ok(Some((via, mode)))` once the Via

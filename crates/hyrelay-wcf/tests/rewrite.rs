@@ -178,3 +178,67 @@ fn via_paths_compare_like_dotnet() {
     assert_eq!(hyrelay_wcf::via_path("net.tcp://h:9000"), "/");
     assert_eq!(hyrelay_wcf::via_path("net.tcp://h/a/B?x=1"), "/a/b");
 }
+
+/// A legacy NetTcpRelay client's keep-alive `Ping` (Action `Ping`, body `Ping` in the relay's
+/// connect namespace) is dropped before a plain WCF service sees it; the strings it added to
+/// the session dictionary reach the service with the next message, so that message decodes
+/// on the service's side exactly as the client wrote it.
+#[test]
+fn relay_pings_are_dropped_and_their_strings_carried_to_the_next_message() {
+    use hyrelay_nbfx::{
+        read_session_message, records_to_xml, write_session_message, xml_to_session_message,
+        Dictionaries, EncodeOptions, Limits as XLimits, SessionDictionary, XmlOptions,
+    };
+    use hyrelay_nmf::{encode_record, Record};
+    const CONNECT: &str = "http://schemas.microsoft.com/netservices/2009/05/servicebus/connect";
+    let env = |action: &str, to: &str, body: &str| {
+        format!(r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://www.w3.org/2005/08/addressing"><s:Header><a:Action s:mustUnderstand="1">{action}</a:Action><a:To s:mustUnderstand="1">{to}</a:To></s:Header><s:Body>{body}</s:Body></s:Envelope>"#)
+    };
+    let via = "sb://contoso.servicebus.windows.net/creditcheck";
+    let target = "net.tcp://127.0.0.1:8000/CreditCheck";
+    let ping = env("Ping", via, &format!(r#"<Ping xmlns="{CONNECT}"/>"#));
+    let call = env("urn:credit/Check", via, &format!(r#"<Check xmlns="{CONNECT}"><Ping>still here</Ping></Check>"#));
+    let mut client = SessionDictionary::new(1 << 20);
+    let mut stream = Vec::new();
+    for r in [
+        Record::Version { major: 1, minor: 0 },
+        Record::Mode(2),
+        Record::Via(via.into()),
+        Record::KnownEncoding(8),
+        Record::PreambleEnd,
+    ] {
+        encode_record(&r, &mut stream);
+    }
+    let mut tables = Vec::new();
+    for xml in [&ping, &call, &ping] {
+        let m = xml_to_session_message(xml, &mut client, &EncodeOptions::default()).unwrap();
+        tables.push(m.table.clone());
+        let mut payload = Vec::new();
+        write_session_message(&m, &mut payload).unwrap();
+        encode_record(&Record::SizedEnvelope(payload), &mut stream);
+    }
+    assert!(
+        tables[0].iter().any(|t| t == CONNECT) && !tables[1].iter().any(|t| t == CONNECT),
+        "the call relies on the ping's strings: {tables:?}"
+    );
+    for chunk in [1, 7, 4096] {
+        let (out, stats) = run(&stream, target, chunk);
+        assert_eq!(stats.pings_dropped, 2);
+        let envelopes: Vec<Vec<u8>> = hyrelay_nmf::decode_all(&out, hyrelay_nmf::Limits::default())
+            .unwrap()
+            .0
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::SizedEnvelope(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(envelopes.len(), 1, "only the call reaches the service");
+        let mut service = SessionDictionary::new(1 << 20);
+        let m = read_session_message(&envelopes[0], &mut service, &XLimits::default()).unwrap();
+        assert_eq!(m.table, [tables[0].clone(), tables[1].clone()].concat(), "the ping's strings come first, with the call's");
+        let xml = records_to_xml(&m.records, Dictionaries::with_session(&service), &XmlOptions::default()).unwrap();
+        assert!(xml.contains("<Ping>still here</Ping>") && xml.contains(CONNECT), "{xml}");
+        assert!(xml.contains(&format!(">{target}</a:To>")), "{xml}");
+    }
+}

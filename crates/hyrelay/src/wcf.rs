@@ -115,6 +115,7 @@ struct Rewriting {
     stats: Arc<EndpointStats>,
     name: Arc<str>,
     counted: u64,
+    pings: u64,
 }
 
 impl Rewriting {
@@ -166,6 +167,11 @@ impl AsyncWrite for Rewriting {
                 .messages
                 .fetch_add(m - this.counted, Ordering::Relaxed);
             this.counted = m;
+        }
+        let p = this.inbound.stats().pings_dropped;
+        if p > this.pings {
+            this.pings = p;
+            tracing::debug!(endpoint = %this.name, dropped = p, "dropped a WCF Relay keep-alive Ping (a legacy NetTcpRelay client's; the service would fault on it)");
         }
         let out = this.inbound.take_output();
         this.pending.extend_from_slice(&out);
@@ -254,6 +260,8 @@ pub async fn serve_accept(
             stats: stats.clone(),
             name: name.clone(),
             counted: 0,
+        pings: 0,
+            pings: 0,
         };
         let first = w.inbound.take_output();
         w.inner.write_all(&first).await?;
@@ -446,6 +454,7 @@ async fn direct_session(
         stats: stats.clone(),
         name: Arc::from(svc.address.as_str()),
         counted: 0,
+        pings: 0,
     };
     let first = w.inbound.take_output();
     w.inner.write_all(&first).await?;
