@@ -536,9 +536,7 @@ async fn connect(
 ) -> Response<Body> {
     let Some((hc, _)) = ns.find_hc(&t.path) else {
         let (n2, h2) = (ns.clone(), host.clone());
-        if let Some(r) =
-            connect_to_nettcp(relay.clone(), conn, req, t.clone(), n2, h2).await
-        {
+        if let Some(r) = connect_to_nettcp(relay.clone(), conn, req, t.clone(), n2, h2).await {
             return r;
         }
         return not_found(&relay, &conn, &t, &ns, &host);

@@ -192,12 +192,18 @@ fn relay_pings_are_dropped_and_their_strings_carried_to_the_next_message() {
     use hyrelay_nmf::{encode_record, Record};
     const CONNECT: &str = "http://schemas.microsoft.com/netservices/2009/05/servicebus/connect";
     let env = |action: &str, to: &str, body: &str| {
-        format!(r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://www.w3.org/2005/08/addressing"><s:Header><a:Action s:mustUnderstand="1">{action}</a:Action><a:To s:mustUnderstand="1">{to}</a:To></s:Header><s:Body>{body}</s:Body></s:Envelope>"#)
+        format!(
+            r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://www.w3.org/2005/08/addressing"><s:Header><a:Action s:mustUnderstand="1">{action}</a:Action><a:To s:mustUnderstand="1">{to}</a:To></s:Header><s:Body>{body}</s:Body></s:Envelope>"#
+        )
     };
     let via = "sb://contoso.servicebus.windows.net/creditcheck";
     let target = "net.tcp://127.0.0.1:8000/CreditCheck";
     let ping = env("Ping", via, &format!(r#"<Ping xmlns="{CONNECT}"/>"#));
-    let call = env("urn:credit/Check", via, &format!(r#"<Check xmlns="{CONNECT}"><Ping>still here</Ping></Check>"#));
+    let call = env(
+        "urn:credit/Check",
+        via,
+        &format!(r#"<Check xmlns="{CONNECT}"><Ping>still here</Ping></Check>"#),
+    );
     let mut client = SessionDictionary::new(1 << 20);
     let mut stream = Vec::new();
     for r in [
@@ -236,9 +242,21 @@ fn relay_pings_are_dropped_and_their_strings_carried_to_the_next_message() {
         assert_eq!(envelopes.len(), 1, "only the call reaches the service");
         let mut service = SessionDictionary::new(1 << 20);
         let m = read_session_message(&envelopes[0], &mut service, &XLimits::default()).unwrap();
-        assert_eq!(m.table, [tables[0].clone(), tables[1].clone()].concat(), "the ping's strings come first, with the call's");
-        let xml = records_to_xml(&m.records, Dictionaries::with_session(&service), &XmlOptions::default()).unwrap();
-        assert!(xml.contains("<Ping>still here</Ping>") && xml.contains(CONNECT), "{xml}");
+        assert_eq!(
+            m.table,
+            [tables[0].clone(), tables[1].clone()].concat(),
+            "the ping's strings come first, with the call's"
+        );
+        let xml = records_to_xml(
+            &m.records,
+            Dictionaries::with_session(&service),
+            &XmlOptions::default(),
+        )
+        .unwrap();
+        assert!(
+            xml.contains("<Ping>still here</Ping>") && xml.contains(CONNECT),
+            "{xml}"
+        );
         assert!(xml.contains(&format!(">{target}</a:To>")), "{xml}");
     }
 }

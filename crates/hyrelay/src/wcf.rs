@@ -260,7 +260,6 @@ pub async fn serve_accept(
             stats: stats.clone(),
             name: name.clone(),
             counted: 0,
-        pings: 0,
             pings: 0,
         };
         let first = w.inbound.take_output();
