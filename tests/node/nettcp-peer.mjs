@@ -124,15 +124,15 @@ export function acceptRendezvous(n, { useTls = true, ca, xml } = {}) {
 
 // A NetTcpRelay listener: the AMQP link pair with listener-type RelayedConnection; each
 // notification calls `onNotification(n)` (default: accept and hand the socket to `onStream`).
-export async function listen({ amqpPort, ca, host, path: p, token, onStream, onNotification, useTls = true }) {
+export async function listen({ amqpPort, ca, host, path: p, token, onStream, onNotification, useTls = true, listenerType = 'RelayedConnection', dynamic = true }) {
   const container = rhea.create_container({ id: `RelayConnection_${crypto.randomUUID()}` });
   const conn = container.connect({ host: '127.0.0.1', port: amqpPort, transport: 'tls', servername: 'localhost', ca, hostname: host.replace(/^([^.]+)\./, '$1-relay.'), username: 'anonymous', reconnect: false });
   conn.on('error', () => {});
   conn.on('disconnected', () => {});
   const base = `RelayLink_${crypto.randomUUID()}`;
   const address = `sb://${host}/${p}/`;
-  const properties = { 'com.microsoft:swt': token, 'com.microsoft:listener-type': 'RelayedConnection', 'com.microsoft:dynamic-relay': true };
-  conn.open_sender({ name: `${base}:out`, target: { address }, properties });
+  const properties = { 'com.microsoft:swt': token, 'com.microsoft:listener-type': listenerType, 'com.microsoft:dynamic-relay': dynamic };
+  const out = conn.open_sender({ name: `${base}:out`, target: { address }, properties });
   const inn = conn.open_receiver({ name: `${base}:in`, source: { address }, properties, credit_window: 1000 });
   const state = { conn, notifications: [], errors: [] };
   inn.on('message', (ctx) => {
@@ -142,9 +142,22 @@ export async function listen({ amqpPort, ca, host, path: p, token, onStream, onN
     if (onNotification) { onNotification(n); return; }
     acceptRendezvous(n, { useTls, ca }).then(({ sock }) => onStream(sock, n), (e) => state.errors.push(e));
   });
+  // A refused link is an attach without source, then a detach with the error condition.
   await new Promise((resolve, reject) => {
-    inn.once('receiver_open', resolve);
-    inn.once('receiver_error', () => reject(new Error(`listener refused: ${JSON.stringify(inn.remote.detach?.error)}`)));
+    const t = setTimeout(resolve, 300);
+    inn.once('receiver_open', () => { clearTimeout(t); setTimeout(resolve, 200); });
+    const refused = (link) => () => {
+      clearTimeout(t);
+      const err = link.remote.detach?.error;
+      const e = new Error(`listener refused: ${JSON.stringify(err)}`);
+      e.condition = err?.condition;
+      conn.close();
+      reject(e);
+    };
+    inn.once('receiver_close', refused(inn));
+    out.once('sender_close', refused(out));
+    inn.once('receiver_error', () => {});
+    out.once('sender_error', () => {});
   });
   return state;
 }

@@ -10,7 +10,8 @@ import net from 'node:net';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { createRequire } from 'node:module';
-import { PEERS, sasToken, sleep } from './harness.mjs';
+import { execFileSync } from 'node:child_process';
+import { BIN, PEERS, sasToken, sleep } from './harness.mjs';
 import { freePort, startConfiguredRelay } from './gateways.mjs';
 import * as peer from './nettcp-peer.mjs';
 
@@ -280,4 +281,26 @@ test('an unmodified hyco-ws sender reaches a NetTcpRelay listener on a path with
   assert.match(refused, /401|403|Unexpected server response/);
   assert.equal(l.notifications.length, 1);
   l.conn.close();
+});
+
+test('persistent WCF relays: wcfrelay create/list/show/delete online; dynamic-relay = false needs one, its type and --no-client-auth apply', async () => {
+  const cs = `Endpoint=sb://${httpAddr}/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=${KEY}`;
+  const cli = (...a) => JSON.parse(execFileSync(BIN, ['wcfrelay', ...a, '-x', cs], { encoding: 'utf8', env: { ...process.env, HYRELAY_LOG: 'warn' } }));
+  assert.deepEqual(cli('create', 'ledger', '--relay-type', 'nettcp', '--no-client-auth'),
+    { name: 'ledger', relay_type: 'nettcp', requires_client_authorization: false, fixed: false });
+  await assert.rejects(listen('not-created', { dynamic: false }), (e) => e.condition === 'com.microsoft:relay-not-found');
+  await assert.rejects(listen('ledger', { listenerType: 'Unicast' }), (e) => e.condition === 'com.microsoft:address-already-in-use');
+  const l = await listen('ledger', { dynamic: false, onStream: echo });
+  assert.equal(cli('show', 'ledger').listener_count, 1);
+  assert.deepEqual(cli('list').map((w) => w.name), ['ledger']);
+  // RelayClientAuthenticationType.None: a client without a token gets through.
+  const { sock } = await connect('ledger', { token: undefined });
+  const back = collect(sock);
+  sock.end('no token needed');
+  assert.equal((await back).toString(), 'no token needed');
+  l.conn.close();
+  assert.match(execFileSync(BIN, ['wcfrelay', 'delete', 'ledger', '-x', cs], { encoding: 'utf8' }), /deleted WCF relay 'ledger'/);
+  assert.throws(() => execFileSync(BIN, ['wcfrelay', 'show', 'ledger', '-x', cs], { stdio: 'pipe' }), /WCF relay 'ledger' does not exist/);
+  // Without the relay, a client needs a token again.
+  await assert.rejects(connect('ledger', { token: undefined }), (e) => e.code === 'AuthorizationFailedFault');
 });

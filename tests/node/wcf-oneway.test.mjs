@@ -165,14 +165,14 @@ test('port 9354 (SBMP) is not relay: a stock Mono NetTcp client gets the Endpoin
   assert.match(relayErr, /SBMP\/NetMessaging \(port 9354\) is not served by hyrelay/);
 });
 
-test('hyrelay up --wcf-relay: the real ports 5671, 9350 and 9354 carry a one-way message end to end', async (t) => {
+test('hyrelay up --wcf-relay: the real ports 5671, 9350, 9352, 9353 and 9354 are served; a one-way message end to end', async (t) => {
   const net = await import('node:net');
   const busy = async (port) => new Promise((resolve) => {
     const s = net.createServer();
     s.once('error', () => resolve(true));
     s.listen(port, '127.0.0.1', () => s.close(() => resolve(false)));
   });
-  for (const p of [5671, 9350, 9354]) {
+  for (const p of [5671, 9350, 9352, 9353, 9354]) {
     if (await busy(p)) { t.skip(`port ${p} is in use on this machine`); return; }
   }
   const d = fs.mkdtempSync(path.join(os.tmpdir(), 'hyrelay-up-wcf-'));
@@ -183,7 +183,7 @@ test('hyrelay up --wcf-relay: the real ports 5671, 9350 and 9354 carry a one-way
       up.stdout.on('data', (x) => { o += x; if (/hyrelay ready/.test(o)) resolve(o); });
       up.on('exit', (c) => reject(new Error('up exited ' + c)));
     });
-    assert.match(out, /WCF Relay: +amqps=127\.0\.0\.1:5671 oneway=127\.0\.0\.1:9350 sbmp=127\.0\.0\.1:9354/);
+    assert.match(out, /WCF Relay: +amqps=127\.0\.0\.1:5671 oneway=127\.0\.0\.1:9350 nettcp=127\.0\.0\.1:9352 probe=127\.0\.0\.1:9353 sbmp=127\.0\.0\.1:9354/);
     const key = out.match(/SharedAccessKey=([^\s;]+)/)[1];
     const tok = (p) => sasToken(`http://127.0.0.1/${p}`, 'RootManageSharedAccessKey', key);
     const container = rhea.create_container();

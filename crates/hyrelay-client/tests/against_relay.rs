@@ -32,6 +32,7 @@ async fn relay_with(opts: RelayOptions) -> (String, String) {
             name: "t".into(),
             hosts: vec![],
             rules: vec![rule],
+            wcf_relays: Vec::new(),
             hybrid_connections: vec![HybridConnection {
                 name: "svc".into(),
                 requires_client_authorization: true,

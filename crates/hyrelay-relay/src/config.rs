@@ -400,6 +400,17 @@ impl RelayConfig {
                 hosts: ns.hosts.clone(),
                 rules,
                 hybrid_connections: hcs,
+                wcf_relays: ns
+                    .wcf_relays
+                    .iter()
+                    .map(|w| crate::model::WcfRelay {
+                        name: w.name.trim_matches('/').to_string(),
+                        relay_type: w.relay_type.clone(),
+                        requires_client_authorization: w.requires_client_authorization,
+                        created_at: 0,
+                        fixed: true,
+                    })
+                    .collect(),
             });
         }
         Ok(out)
@@ -546,6 +557,11 @@ pub fn merge(config: Vec<Namespace>, state: &State) -> Vec<Namespace> {
                             }
                         }
                         None => n.hybrid_connections.push(h.clone()),
+                    }
+                }
+                for w in &sns.wcf_relays {
+                    if n.wcf_relay(&w.name).is_none() {
+                        n.wcf_relays.push(w.clone());
                     }
                 }
             }

@@ -143,9 +143,7 @@ async fn connect_to_nettcp(
         return None;
     }
     let token = token_from(&t, req.headers());
-    if let Err(e) =
-        crate::wcf_amqp::authorize_path(&relay, &ns, &path, token.as_deref(), Rights::SEND)
-    {
+    if let Err(e) = crate::wcf_amqp::authorize_sender(&relay, &ns, &path, token.as_deref()) {
         return Some(auth_failure(&relay, &conn, &t, &e, &host, &path));
     }
     let accept_key = match ws_accept_key(&req) {

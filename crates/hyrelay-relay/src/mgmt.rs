@@ -3,6 +3,8 @@
 //!
 //! API (every call needs a namespace-scope token with Manage rights):
 //! * `GET /$hyrelay/status` — listeners, counters.
+//! * `GET /$hyrelay/wcfrelays`, `GET|PUT|DELETE /$hyrelay/wcfrelays/{name}` (`PUT` body:
+//!   `{"relay_type": "nettcp", "requires_client_authorization": true}`)
 //! * `GET /$hyrelay/hycos`, `GET|PUT|DELETE /$hyrelay/hycos/{name}` (`PUT` body:
 //!   `{"requires_client_authorization": bool}`).
 //! * `GET /$hyrelay/policies[?hyco=NAME]`, `PUT|DELETE /$hyrelay/policies/{name}[?hyco=NAME]`
@@ -78,6 +80,7 @@ fn state_ns<'a>(state: &'a mut State, ns_name: &str) -> &'a mut Namespace {
         hosts: Vec::new(),
         rules: Vec::new(),
         hybrid_connections: Vec::new(),
+        wcf_relays: Vec::new(),
     });
     let n = state.namespaces.len() - 1;
     &mut state.namespaces[n]
@@ -109,7 +112,104 @@ pub struct HcView {
     pub fixed: bool,
 }
 
+/// A persistent WCF relay as shown by the CLI and API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WcfRelayView {
+    /// Name.
+    pub name: String,
+    /// `nettcp`, `http`, `oneway` or `event`.
+    pub relay_type: String,
+    /// Senders need a token.
+    pub requires_client_authorization: bool,
+    /// Listeners registered (only known to a running relay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener_count: Option<usize>,
+    /// Defined in the config file.
+    pub fixed: bool,
+}
+
+impl From<&crate::model::WcfRelay> for WcfRelayView {
+    fn from(w: &crate::model::WcfRelay) -> Self {
+        WcfRelayView {
+            name: w.name.clone(),
+            relay_type: w.relay_type.clone(),
+            requires_client_authorization: w.requires_client_authorization,
+            listener_count: None,
+            fixed: w.fixed,
+        }
+    }
+}
+
+/// Relay types `wcfrelay create` accepts (`--relay-type`).
+pub const WCF_RELAY_TYPES: [&str; 4] = ["nettcp", "http", "oneway", "event"];
+
 impl<'a> Ops<'a> {
+    /// Creates a persistent WCF relay.
+    pub fn create_wcf_relay(
+        &mut self,
+        name: &str,
+        relay_type: &str,
+        requires_client_authorization: bool,
+    ) -> Result<WcfRelayView, OpError> {
+        let name = name.trim_matches('/');
+        check_name(name)?;
+        let relay_type = relay_type.to_ascii_lowercase();
+        if !WCF_RELAY_TYPES.contains(&relay_type.as_str()) {
+            return Err(err(
+                400,
+                format!("relay type '{relay_type}' is not one of nettcp, http, oneway, event"),
+            ));
+        }
+        let m = self.merged_ns()?;
+        if m.wcf_relay(name).is_some() {
+            return Err(err(409, format!("WCF relay '{name}' already exists")));
+        }
+        if m.hc(name).is_some() {
+            return Err(err(
+                409,
+                format!("'{name}' is a hybrid connection; a WCF relay cannot have the same name"),
+            ));
+        }
+        let w = crate::model::WcfRelay {
+            name: name.to_string(),
+            relay_type,
+            requires_client_authorization,
+            created_at: now_secs(),
+            fixed: false,
+        };
+        let view = WcfRelayView::from(&w);
+        state_ns(self.state, &self.namespace).wcf_relays.push(w);
+        Ok(view)
+    }
+
+    /// Deletes a persistent WCF relay created at run time.
+    pub fn delete_wcf_relay(&mut self, name: &str) -> Result<(), OpError> {
+        let w = self
+            .merged_ns()?
+            .wcf_relay(name)
+            .ok_or_else(|| err(404, format!("WCF relay '{name}' does not exist")))?;
+        if w.fixed {
+            return Err(err(
+                409,
+                format!("WCF relay '{name}' is defined in the configuration file; remove it there"),
+            ));
+        }
+        state_ns(self.state, &self.namespace)
+            .wcf_relays
+            .retain(|x| !x.name.eq_ignore_ascii_case(name.trim_matches('/')));
+        Ok(())
+    }
+
+    /// Lists persistent WCF relays.
+    pub fn list_wcf_relays(&self) -> Result<Vec<WcfRelayView>, OpError> {
+        Ok(self
+            .merged_ns()?
+            .wcf_relays
+            .iter()
+            .map(WcfRelayView::from)
+            .collect())
+    }
+
     fn merged_ns(&self) -> Result<&Namespace, OpError> {
         self.merged
             .iter()
@@ -467,6 +567,51 @@ pub async fn handle(
         }
         ("hycos", Method::DELETE) => ops
             .delete_hc(&rest)
+            .map(|_| (200, json!({"deleted": rest}), true)),
+        ("wcfrelays", Method::GET) => ops.list_wcf_relays().and_then(|v| {
+            let count = |name: &str| {
+                relay.wcf.get().map(|r| {
+                    r.listeners(&format!(
+                        "{}/{}",
+                        ns.name.to_ascii_lowercase(),
+                        name.to_ascii_lowercase()
+                    ))
+                    .len()
+                })
+            };
+            if rest.is_empty() {
+                let v: Vec<_> = v
+                    .into_iter()
+                    .map(|mut w| {
+                        w.listener_count = count(&w.name);
+                        w
+                    })
+                    .collect();
+                return Ok((200, json!(v), false));
+            }
+            let mut w = v
+                .into_iter()
+                .find(|w| w.name.eq_ignore_ascii_case(&rest))
+                .ok_or_else(|| err(404, format!("WCF relay '{rest}' does not exist")))?;
+            w.listener_count = count(&w.name);
+            Ok((200, json!(w), false))
+        }),
+        ("wcfrelays", Method::PUT) => {
+            let v = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
+            let rca = v
+                .get("requires_client_authorization")
+                .and_then(|b| b.as_bool())
+                .unwrap_or(true);
+            let ty = v
+                .get("relay_type")
+                .and_then(|t| t.as_str())
+                .unwrap_or("nettcp")
+                .to_string();
+            ops.create_wcf_relay(&rest, &ty, rca)
+                .map(|v| (201, json!(v), true))
+        }
+        ("wcfrelays", Method::DELETE) => ops
+            .delete_wcf_relay(&rest)
             .map(|_| (200, json!({"deleted": rest}), true)),
         ("policies", Method::GET) if rest.is_empty() => {
             ops.list_policies(hyco.as_deref()).map(|v| {

@@ -96,6 +96,43 @@ pub struct Namespace {
     /// Hybrid connections.
     #[serde(default)]
     pub hybrid_connections: Vec<HybridConnection>,
+    /// Persistent WCF relays (`hyrelay wcfrelay create`); dynamic ones exist only while
+    /// their listeners are registered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wcf_relays: Vec<WcfRelay>,
+}
+
+/// A persistent WCF relay (Azure's `az relay wcfrelay`): listeners that register with
+/// `com.microsoft:dynamic-relay = false` need one; its type decides which listeners may
+/// register and whether senders need a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WcfRelay {
+    /// Name (path), may contain `/`.
+    pub name: String,
+    /// `nettcp` or `http` (as Azure's relay types), or `oneway` / `event`.
+    pub relay_type: String,
+    /// Senders need a Send token.
+    #[serde(default = "yes")]
+    pub requires_client_authorization: bool,
+    /// Creation time (unix seconds).
+    #[serde(default)]
+    pub created_at: u64,
+    /// Defined in the configuration file.
+    #[serde(skip)]
+    pub fixed: bool,
+}
+
+impl WcfRelay {
+    /// The AMQP `listener-type` values a relay of this type accepts.
+    pub fn listener_types(&self) -> &'static [&'static str] {
+        match self.relay_type.as_str() {
+            "nettcp" => &["RelayedConnection", "DirectConnection"],
+            "http" => &["RelayedHttp"],
+            "oneway" => &["Unicast"],
+            "event" => &["Multicast"],
+            _ => &[],
+        }
+    }
 }
 
 impl Namespace {
@@ -123,6 +160,14 @@ impl Namespace {
         self.hybrid_connections
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case(name.trim_matches('/')))
+    }
+
+    /// A persistent WCF relay by exact name (case-insensitive).
+    pub fn wcf_relay(&self, name: &str) -> Option<&WcfRelay> {
+        let n = name.trim_matches('/');
+        self.wcf_relays
+            .iter()
+            .find(|w| w.name.eq_ignore_ascii_case(n))
     }
 
     /// Mutable exact lookup.
@@ -218,6 +263,7 @@ mod tests {
                 Rule::generate("root", Rights::ALL),
                 Rule::generate("l", Rights::LISTEN),
             ],
+            wcf_relays: Vec::new(),
             hybrid_connections: vec![HybridConnection {
                 name: "hc".into(),
                 requires_client_authorization: true,

@@ -213,6 +213,34 @@ impl WcfRegistry {
     }
 }
 
+/// The persistent WCF relay at `path` of namespace `ns`, as the relay's model has it now.
+pub(crate) fn persistent_relay(
+    relay: &Relay,
+    ns: &Namespace,
+    path: &str,
+) -> Option<crate::model::WcfRelay> {
+    relay
+        .model()
+        .iter()
+        .find(|n| n.name.eq_ignore_ascii_case(&ns.name))
+        .and_then(|n| n.wcf_relay(path).cloned())
+}
+
+/// Authorizes a sender (NetTcpRelay client, one-way sender) for `path`: a persistent relay
+/// created with `--no-client-auth` needs no token; otherwise a Send token for the path.
+/// Returns the token's expiry (`u64::MAX` when none is needed).
+pub(crate) fn authorize_sender(
+    relay: &Relay,
+    ns: &Namespace,
+    path: &str,
+    token: Option<&str>,
+) -> Result<u64, hyrelay_hc::sas::TokenError> {
+    if persistent_relay(relay, ns, path).is_some_and(|w| !w.requires_client_authorization) {
+        return Ok(u64::MAX / 2);
+    }
+    authorize_path(relay, ns, path, token, Rights::SEND)
+}
+
 /// The namespace an AMQP `open` hostname names: `{ns}-relay.{root}` → `{ns}.{root}` (or a
 /// namespace of that name), else the host as given.
 fn namespace_for_vhost(relay: &Relay, hostname: Option<&str>) -> Option<Namespace> {
@@ -562,15 +590,28 @@ fn register(
         .property("com.microsoft:dynamic-relay")
         .and_then(Value::as_bool)
         .unwrap_or(true);
-    if !dynamic {
-        // Persistent WCF relays are not in the entity model yet: none exists.
-        return Err(AmqpError::new(
-            "com.microsoft:relay-not-found",
-            format!(
-                "no persistent WCF relay '{path}' exists in namespace '{}'",
-                ns.name
-            ),
-        ));
+    // The namespace as it is now (a persistent relay may have been created since `open`).
+    let persistent = persistent_relay(relay, ns, &path);
+    match &persistent {
+        None if !dynamic => {
+            return Err(AmqpError::new(
+                "com.microsoft:relay-not-found",
+                format!(
+                    "no persistent WCF relay '{path}' exists in namespace '{}' (create it with `hyrelay wcfrelay create`, or register with dynamic-relay = true)",
+                    ns.name
+                ),
+            ))
+        }
+        Some(w) if !w.listener_types().contains(&listener_type.as_str()) => {
+            return Err(AmqpError::new(
+                "com.microsoft:address-already-in-use",
+                format!(
+                    "WCF relay '{path}' is of type {}; a {listener_type} listener cannot register on it",
+                    w.relay_type
+                ),
+            ))
+        }
+        _ => {}
     }
     let base = a
         .name

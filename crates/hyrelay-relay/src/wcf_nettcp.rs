@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use hyrelay_hc::sas::Rights;
 use hyrelay_nbfx::{
     encode_records, read_records, records_to_xml, xml_to_records, Dictionaries, EncodeOptions,
     XmlOptions,
@@ -436,9 +435,7 @@ async fn client(
         .await;
     }
     let token = token_from_header(&xml);
-    if let Err(e) =
-        crate::wcf_amqp::authorize_path(&relay, &ns, &path, token.as_deref(), Rights::SEND)
-    {
+    if let Err(e) = crate::wcf_amqp::authorize_sender(&relay, &ns, &path, token.as_deref()) {
         relay.auth_failed(&e.to_string());
         return refuse(&mut stream, mid, "AuthorizationFailedFault", e.to_string()).await;
     }

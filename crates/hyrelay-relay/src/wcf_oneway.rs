@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use hyrelay_hc::sas::Rights;
 use hyrelay_nbfx::{
     encode_records, read_session_message, records_to_xml, write_session_message, xml_to_records,
     xml_to_session_message, Dictionaries, EncodeOptions, SessionDictionary, XmlOptions,
@@ -123,7 +122,7 @@ fn check_send(
     path: &str,
     token: Option<&str>,
 ) -> Result<u64, String> {
-    crate::wcf_amqp::authorize_path(relay, ns, path, token, Rights::SEND).map_err(|e| e.to_string())
+    crate::wcf_amqp::authorize_sender(relay, ns, path, token).map_err(|e| e.to_string())
 }
 
 /// Serves one-way senders on `listener` forever.

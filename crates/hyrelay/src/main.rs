@@ -65,6 +65,11 @@ enum Cmd {
     /// Manage hybrid connections.
     #[command(subcommand)]
     Hyco(manage::HycoCmd),
+    /// Persistent WCF relays of the legacy face (as `az relay wcfrelay`): listeners that
+    /// register with dynamic-relay = false need one, and its type decides which listeners
+    /// may register. Offline on --data-dir, or online with -x.
+    #[command(subcommand)]
+    Wcfrelay(manage::WcfRelayCmd),
     /// Manage shared access policies (SAS rules) of the namespace or of one hybrid connection.
     #[command(subcommand)]
     Policy(manage::PolicyCmd),
@@ -148,6 +153,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Up(a) => run::up(a).await,
             Cmd::Relay(a) => run::relay(a).await,
             Cmd::Hyco(c) => manage::hyco(c).await,
+            Cmd::Wcfrelay(c) => manage::wcfrelay(c).await,
             Cmd::Policy(c) => manage::policy(c).await,
             Cmd::Keys(c) => manage::keys(c).await,
             Cmd::ConnectionString(a) => manage::connection_string(a).await,

@@ -48,6 +48,45 @@ pub enum HycoCmd {
 }
 
 #[derive(clap::Subcommand)]
+pub enum WcfRelayCmd {
+    /// Create a persistent WCF relay.
+    ///
+    /// Example: `hyrelay wcfrelay create credit-check --relay-type nettcp --data-dir .hyrelay`
+    Create {
+        /// Name (path), e.g. credit-check.
+        name: String,
+        /// nettcp (NetTcpRelayBinding listeners), http (the HTTP relay bindings), oneway
+        /// (NetOnewayRelayBinding) or event (NetEventRelayBinding).
+        #[arg(long, value_parser = ["nettcp", "http", "oneway", "event"], default_value = "nettcp")]
+        relay_type: String,
+        /// Senders need no token (RelayClientAuthenticationType.None; listeners still do).
+        #[arg(long)]
+        no_client_auth: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List persistent WCF relays (online: with their listener counts).
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show one persistent WCF relay.
+    Show {
+        /// Name.
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete a persistent WCF relay (registered listeners stay until they reconnect).
+    Delete {
+        /// Name.
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(clap::Subcommand)]
 pub enum PolicyCmd {
     /// Create a policy with fresh keys.
     Create {
@@ -329,6 +368,64 @@ pub async fn hyco(c: HycoCmd) -> Result<()> {
                 offline(&target, |o| o.delete_hc(&name).map(|_| ((), true)))?;
             }
             println!("deleted hybrid connection '{name}'");
+        }
+    }
+    Ok(())
+}
+
+pub async fn wcfrelay(c: WcfRelayCmd) -> Result<()> {
+    let online = |t: &Target| t.connection_string.is_some();
+    match c {
+        WcfRelayCmd::Create {
+            name,
+            relay_type,
+            no_client_auth,
+            target,
+        } => {
+            let v = if online(&target) {
+                let body = json!({"relay_type": relay_type, "requires_client_authorization": !no_client_auth});
+                api(&target, "PUT", &format!("wcfrelays/{name}"), Some(body)).await?
+            } else {
+                offline(&target, |o| {
+                    o.create_wcf_relay(&name, &relay_type, !no_client_auth)
+                        .map(|v| (json!(v), true))
+                })?
+            };
+            print(&v);
+        }
+        WcfRelayCmd::List { target } => {
+            let v = if online(&target) {
+                api(&target, "GET", "wcfrelays", None).await?
+            } else {
+                offline(&target, |o| o.list_wcf_relays().map(|v| (json!(v), false)))?
+            };
+            print(&v);
+        }
+        WcfRelayCmd::Show { name, target } => {
+            let v = if online(&target) {
+                api(&target, "GET", &format!("wcfrelays/{name}"), None).await?
+            } else {
+                offline(&target, |o| {
+                    o.list_wcf_relays().and_then(|v| {
+                        v.into_iter()
+                            .find(|w| w.name.eq_ignore_ascii_case(&name))
+                            .map(|w| (json!(w), false))
+                            .ok_or(hyrelay_relay::mgmt::OpError {
+                                status: 404,
+                                message: format!("WCF relay '{name}' does not exist"),
+                            })
+                    })
+                })?
+            };
+            print(&v);
+        }
+        WcfRelayCmd::Delete { name, target } => {
+            if online(&target) {
+                api(&target, "DELETE", &format!("wcfrelays/{name}"), None).await?;
+            } else {
+                offline(&target, |o| o.delete_wcf_relay(&name).map(|_| ((), true)))?;
+            }
+            println!("deleted WCF relay '{name}'");
         }
     }
     Ok(())

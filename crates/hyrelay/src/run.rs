@@ -62,6 +62,7 @@ fn load_or_init_up_state(dir: &Path) -> Result<State> {
             hosts: Vec::new(),
             rules: vec![Rule::generate(ROOT_RULE, Rights::ALL)],
             hybrid_connections: Vec::new(),
+            wcf_relays: Vec::new(),
         });
         state.save(dir)?;
         tracing::info!(dir = %dir.display(), "first start: created namespace '{UP_NAMESPACE}' with rule {ROOT_RULE}");
