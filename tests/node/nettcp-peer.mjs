@@ -28,7 +28,7 @@ const text = (xml, name) => { const m = xml.match(new RegExp(`<(?:\\w+:)?${name}
 // Buffered exact reads on a socket until the handshake is over; `release()` returns the
 // bytes read past it, stops listening and leaves the socket paused (the caller attaches its
 // own 'data' handler and calls resume()).
-class Reader {
+export class Reader {
   constructor(sock) {
     this.sock = sock; this.buf = Buffer.alloc(0); this.want = null; this.ended = null;
     this.onData = (d) => { this.buf = Buffer.concat([this.buf, d]); this.poke(); };

@@ -18,13 +18,14 @@ const require = createRequire(import.meta.url);
 const rhea = require(path.join(PEERS, 'rhea'));
 const MONO = path.join(root, 'tools', 'peers', 'mono-wcf');
 const KEY = 'd2NmLXJlbGF5LW9uZXdheS1hbmQtZXZlbnQtdGVzdC1rZXk=';
-let child, dir, amqpPort, onewayPort, sbmpPort, httpAddr, relayErr = '';
+let child, dir, amqpPort, onewayPort, onewayTlsPort, sbmpPort, httpAddr, relayErr = '';
 
 before(async () => {
   if (!fs.existsSync(path.join(MONO, 'bin', 'OnewaySender.exe'))) execFileSync(path.join(MONO, 'build.sh'), { stdio: 'ignore' });
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hyrelay-oneway-'));
   amqpPort = await freePort();
   onewayPort = await freePort();
+  onewayTlsPort = await freePort();
   sbmpPort = await freePort();
   const r = await startConfiguredRelay(dir, `
 data_dir = "${dir}/data"
@@ -33,6 +34,7 @@ http = "127.0.0.1:0"
 [wcf_relay]
 amqp = "127.0.0.1:${amqpPort}"
 oneway = "127.0.0.1:${onewayPort}"
+oneway_tls = "127.0.0.1:${onewayTlsPort}"
 sbmp = "127.0.0.1:${sbmpPort}"
 [[namespaces]]
 name = "contoso"
@@ -165,14 +167,14 @@ test('port 9354 (SBMP) is not relay: a stock Mono NetTcp client gets the Endpoin
   assert.match(relayErr, /SBMP\/NetMessaging \(port 9354\) is not served by hyrelay/);
 });
 
-test('hyrelay up --wcf-relay: the real ports 5671, 9350, 9352, 9353 and 9354 are served; a one-way message end to end', async (t) => {
+test('hyrelay up --wcf-relay: the real ports 5671 and 9350–9354 are served; a one-way message end to end', async (t) => {
   const net = await import('node:net');
   const busy = async (port) => new Promise((resolve) => {
     const s = net.createServer();
     s.once('error', () => resolve(true));
     s.listen(port, '127.0.0.1', () => s.close(() => resolve(false)));
   });
-  for (const p of [5671, 9350, 9352, 9353, 9354]) {
+  for (const p of [5671, 9350, 9351, 9352, 9353, 9354]) {
     if (await busy(p)) { t.skip(`port ${p} is in use on this machine`); return; }
   }
   const d = fs.mkdtempSync(path.join(os.tmpdir(), 'hyrelay-up-wcf-'));
@@ -183,7 +185,7 @@ test('hyrelay up --wcf-relay: the real ports 5671, 9350, 9352, 9353 and 9354 are
       up.stdout.on('data', (x) => { o += x; if (/hyrelay ready/.test(o)) resolve(o); });
       up.on('exit', (c) => reject(new Error('up exited ' + c)));
     });
-    assert.match(out, /WCF Relay: +amqps=127\.0\.0\.1:5671 oneway=127\.0\.0\.1:9350 nettcp=127\.0\.0\.1:9352 probe=127\.0\.0\.1:9353 sbmp=127\.0\.0\.1:9354/);
+    assert.match(out, /WCF Relay: +amqps=127\.0\.0\.1:5671 oneway=127\.0\.0\.1:9350 oneway_tls=127\.0\.0\.1:9351 nettcp=127\.0\.0\.1:9352 probe=127\.0\.0\.1:9353 sbmp=127\.0\.0\.1:9354/);
     const key = out.match(/SharedAccessKey=([^\s;]+)/)[1];
     const tok = (p) => sasToken(`http://127.0.0.1/${p}`, 'RootManageSharedAccessKey', key);
     const container = rhea.create_container();
@@ -234,4 +236,50 @@ test('both faces: a legacy one-way sender reaches a Hybrid Connections HTTP list
   r = await send('audit-hc', 1, { tag: 'H' });
   assert.match(r.out, /FAULT InvalidRequestFault the Hybrid Connections listener of 'audit-hc' answered HTTP 500/);
   server.close();
+});
+
+// Port 9351: the same one-way session after the NMF `application/ssl-tls` upgrade. Mono has no
+// TLS upgrade, so the sender here is a clean-room NMF client written from [MC-NMF] and the
+// notes; its envelopes are encoded by the project's codec with empty session tables.
+test('port 9351: a sender upgrades to TLS inside the framing preamble, connects and sends; the listener gets the message', async () => {
+  const tls = await import('node:tls');
+  const net = await import('node:net');
+  const { Reader, encode, CONNECT_NS } = await import('./nettcp-peer.mjs');
+  const sub = await subscribe('secure-audit', 'Unicast');
+  const mb31 = (n) => { const o = []; do { let b = n & 0x7f; n >>>= 7; if (n) b |= 0x80; o.push(b); } while (n); return Buffer.from(o); };
+  const str = (type, s) => { const b = Buffer.from(s); return Buffer.concat([Buffer.from([type]), mb31(b.length), b]); };
+  const via = 'sb://contoso.relay.local/secure-audit';
+  const raw = net.connect(onewayTlsPort, '127.0.0.1');
+  await new Promise((r) => raw.once('connect', r));
+  raw.write(Buffer.concat([Buffer.from([0, 1, 0, 1, 2]), str(2, via), Buffer.from([3, 8]), str(9, 'application/ssl-tls')]));
+  let r = new Reader(raw);
+  assert.deepEqual([...(await r.take(1))], [0x0a], 'UpgradeResponse');
+  r.release();
+  const ca = fs.readFileSync(path.join(dir, 'data', 'ca.pem'));
+  const sock = await new Promise((resolve, reject) => { const t = tls.connect({ socket: raw, servername: 'localhost', ca }, () => resolve(t)); t.once('error', reject); });
+  r = new Reader(sock);
+  sock.resume();
+  sock.write(Buffer.from([0x0c]));
+  assert.deepEqual([...(await r.take(1))], [0x0b], 'PreambleAck over TLS');
+  const wsse = 'http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd';
+  const env = (action, header, body) => `<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://www.w3.org/2005/08/addressing"><s:Header><a:Action s:mustUnderstand="1">${action}</a:Action>${header}<a:MessageID>urn:uuid:${crypto.randomUUID()}</a:MessageID><a:To s:mustUnderstand="1">${via}</a:To></s:Header><s:Body>${body}</s:Body></s:Envelope>`;
+  const tokenHeader = `<RelayAccessToken xmlns="${CONNECT_NS}"><wsse:BinarySecurityToken xmlns:wsse="${wsse}" ValueType="http://schemas.xmlsoap.org/ws/2009/11/swt-token-profile-1.0" EncodingType="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary">${Buffer.from(token('secure-audit')).toString('base64')}</wsse:BinarySecurityToken></RelayAccessToken>`;
+  const send = async (xml) => {
+    const payload = Buffer.concat([Buffer.from([0]), encode(xml)]);
+    sock.write(Buffer.concat([Buffer.from([6]), mb31(payload.length), payload]));
+    assert.deepEqual([...(await r.take(1))], [6], 'a sized envelope comes back');
+    let size = 0;
+    for (let shift = 0; ; shift += 7) { const b = (await r.take(1))[0]; size |= (b & 0x7f) << shift; if (!(b & 0x80)) break; }
+    return r.take(size);
+  };
+  const first = await send(env(`${CONNECT_NS}/Connect`, tokenHeader, `<Connect xmlns="${CONNECT_NS}"><Uri>${via}</Uri></Connect>`));
+  assert.match(execFileSync(BIN, ['nbfx', 'decode', '--session'], { input: first }).toString(), /connect\/ConnectReply/);
+  const second = await send(env('http://contoso.example/audit/Record', '', '<Record xmlns="http://contoso.example/audit"><Sender>T#1</Sender></Record>'));
+  assert.doesNotMatch(second.toString('latin1'), /Fault/);
+  sock.write(Buffer.from([7]));
+  const end = Date.now() + 5000;
+  while (sub.got.length < 1 && Date.now() < end) await sleep(50);
+  assert.deepEqual(tagsOf(sub.got), ['T#1']);
+  sock.destroy();
+  sub.conn.close();
 });

@@ -125,8 +125,14 @@ fn check_send(
     crate::wcf_amqp::authorize_sender(relay, ns, path, token).map_err(|e| e.to_string())
 }
 
-/// Serves one-way senders on `listener` forever.
-pub async fn serve(relay: Arc<Relay>, registry: Arc<WcfRegistry>, listener: TcpListener) {
+/// Serves one-way senders on `listener` forever: in clear (9350, `tls` = None) or offering
+/// the NMF `application/ssl-tls` upgrade (9351).
+pub async fn serve(
+    relay: Arc<Relay>,
+    registry: Arc<WcfRegistry>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(x) => x,
@@ -139,8 +145,10 @@ pub async fn serve(relay: Arc<Relay>, registry: Arc<WcfRegistry>, listener: TcpL
         let _ = tcp.set_nodelay(true);
         let relay = relay.clone();
         let registry = registry.clone();
+        let tls = tls.clone();
         tokio::spawn(
-            run(relay, registry, tcp).instrument(tracing::info_span!("oneway", peer = %remote)),
+            run(relay, registry, tcp, tls)
+                .instrument(tracing::info_span!("oneway", peer = %remote)),
         );
     }
 }
@@ -155,10 +163,65 @@ struct Sender {
     sent: u64,
 }
 
-async fn run(relay: Arc<Relay>, registry: Arc<WcfRegistry>, mut tcp: tokio::net::TcpStream) {
+/// A byte stream that may change from TCP to TLS in the middle of the framing session.
+trait Duplex: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Duplex for T {}
+
+/// Reads `pre` first, then `inner` (bytes of the TLS handshake that arrived with the last
+/// framing record).
+struct Rewind<S> {
+    pre: bytes::Bytes,
+    inner: S,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if !self.pre.is_empty() {
+            let n = self.pre.len().min(buf.remaining());
+            let chunk = self.pre.split_to(n);
+            buf.put_slice(&chunk);
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+async fn run(
+    relay: Arc<Relay>,
+    registry: Arc<WcfRegistry>,
+    tcp: tokio::net::TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let remote = tcp
         .peer_addr()
         .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let mut tcp: Box<dyn Duplex> = Box::new(tcp);
     let t0 = Instant::now();
     let mut sess = ServerSession::new(
         NmfLimits {
@@ -167,7 +230,11 @@ async fn run(relay: Arc<Relay>, registry: Arc<WcfRegistry>, mut tcp: tokio::net:
         },
         ServerPolicy {
             modes: vec![Mode::Duplex],
-            upgrades: Vec::new(),
+            upgrades: if tls.is_some() {
+                vec![hyrelay_nmf::UPGRADE_TLS.to_string()]
+            } else {
+                Vec::new()
+            },
         },
     );
     sess.start(t0.elapsed());
@@ -215,6 +282,36 @@ async fn run(relay: Arc<Relay>, registry: Arc<WcfRegistry>, mut tcp: tokio::net:
                             }
                             Err(e) => tracing::warn!("reply not encoded: {e}"),
                         }
+                    }
+                }
+                Ok(Some(ServerEvent::UpgradeRequested(_))) => {
+                    // Only TLS is offered (9351), so this is `application/ssl-tls`: answer
+                    // UpgradeResponse in clear, then run the TLS handshake on the socket.
+                    let Some(acc) = tls.clone() else { break };
+                    if sess.accept_upgrade().is_err() {
+                        done = true;
+                        break;
+                    }
+                    let out = sess.take_output();
+                    if tcp.write_all(&out).await.is_err() {
+                        done = true;
+                        break;
+                    }
+                    let pre = bytes::Bytes::from(sess.take_upgrade_bytes());
+                    let inner = std::mem::replace(
+                        &mut tcp,
+                        Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink())),
+                    );
+                    match acc.accept(Rewind { pre, inner }).await {
+                        Ok(t) => tcp = Box::new(t),
+                        Err(e) => {
+                            tracing::info!("one-way sender: TLS after the upgrade failed: {e}");
+                            return;
+                        }
+                    }
+                    if sess.upgrade_complete().is_err() {
+                        done = true;
+                        break;
                     }
                 }
                 Ok(Some(ServerEvent::End)) => {

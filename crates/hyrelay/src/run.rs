@@ -38,7 +38,7 @@ pub struct UpArgs {
     management_port: u16,
     /// Also serve the legacy WCF Relay face on its real ports, on --host: AMQP listener
     /// registration on 5671 (TLS, the development certificate), NetOneway/NetEvent senders
-    /// on 9350, NetTcpRelay connect/accept on 9352, the NAT probe on 9353 and the SBMP
+    /// on 9350 (clear) and 9351 (TLS upgrade), NetTcpRelay connect/accept on 9352, the NAT probe on 9353 and the SBMP
     /// refusal on 9354.
     #[arg(long)]
     wcf_relay: bool,
@@ -116,13 +116,15 @@ pub async fn up(a: UpArgs) -> Result<()> {
         };
         let amqp = bind(5671, "AMQP listener registration").await?;
         let oneway = bind(9350, "NetOneway/NetEvent senders").await?;
+        let oneway_tls = bind(9351, "NetOneway/NetEvent senders with TLS").await?;
         let nettcp = bind(9352, "NetTcpRelay connect/accept").await?;
         let probe = bind(9353, "NetTcpRelay probe").await?;
         let sbmp = bind(9354, "SBMP refusal").await?;
         wcf_lines.push(format!(
-            "  WCF Relay:        amqps={} oneway={} nettcp={} probe={} sbmp={}",
+            "  WCF Relay:        amqps={} oneway={} oneway_tls={} nettcp={} probe={} sbmp={}",
             amqp.local_addr()?,
             oneway.local_addr()?,
+            oneway_tls.local_addr()?,
             nettcp.local_addr()?,
             probe.local_addr()?,
             sbmp.local_addr()?
@@ -143,8 +145,15 @@ pub async fn up(a: UpArgs) -> Result<()> {
         ));
         tokio::spawn(hyrelay_relay::wcf_oneway::serve(
             relay.clone(),
-            registry,
+            registry.clone(),
             oneway,
+            None,
+        ));
+        tokio::spawn(hyrelay_relay::wcf_oneway::serve(
+            relay.clone(),
+            registry,
+            oneway_tls,
+            Some(tokio_rustls::TlsAcceptor::from(tls_cfg.clone())),
         ));
         tokio::spawn(hyrelay_relay::wcf_oneway::serve_sbmp(sbmp));
     }
@@ -250,26 +259,21 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let amqp_addr = match &cfg.wcf_relay {
-        None => None,
-        Some(w) => {
-            for (key, set) in [("oneway_tls", w.oneway_tls.is_some())] {
-                if set {
-                    bail!(
-                        "{}: [wcf_relay] {key} is not served by this build yet: of the WCF Relay face (issue #7) the AMQP listener plane (amqp), one-way senders in clear (oneway), NetTcpRelay (nettcp), the probe (probe) and the SBMP refusal (sbmp) are served, not yet the TLS-upgraded one-way port; remove {key}",
-                        a.config.display()
-                    );
-                }
-            }
-            w.amqp
-        }
-    };
+    let amqp_addr = cfg.wcf_relay.as_ref().and_then(|w| w.amqp);
     let oneway_addr = cfg.wcf_relay.as_ref().and_then(|w| w.oneway);
+    let oneway_tls_addr = cfg.wcf_relay.as_ref().and_then(|w| w.oneway_tls);
     let sbmp_addr = cfg.wcf_relay.as_ref().and_then(|w| w.sbmp);
     let nettcp_addr = cfg.wcf_relay.as_ref().and_then(|w| w.nettcp);
     let probe_addr = cfg.wcf_relay.as_ref().and_then(|w| w.probe);
     let data_dir = cfg.data_dir.clone();
-    let tls_cfg = match (&cfg.tls, cfg.listen.https.or(amqp_addr).or(nettcp_addr)) {
+    let tls_cfg = match (
+        &cfg.tls,
+        cfg.listen
+            .https
+            .or(amqp_addr)
+            .or(nettcp_addr)
+            .or(oneway_tls_addr),
+    ) {
         (_, None) => None,
         (Some(t), Some(_)) => {
             let (c, k) = tls::load_pem(&t.cert, &t.key)?;
@@ -356,6 +360,24 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
             relay.clone(),
             registry.clone(),
             l,
+            None,
+        ));
+    }
+    let mut oneway_tls_bound = None;
+    if let Some(addr) = oneway_tls_addr {
+        let acc = tls_cfg
+            .clone()
+            .map(tokio_rustls::TlsAcceptor::from)
+            .context("[wcf_relay] oneway_tls needs a certificate")?;
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("[wcf_relay] oneway_tls: cannot listen on {addr}"))?;
+        oneway_tls_bound = Some(l.local_addr()?);
+        tokio::spawn(hyrelay_relay::wcf_oneway::serve(
+            relay.clone(),
+            registry.clone(),
+            l,
+            Some(acc),
         ));
     }
     let mut sbmp_bound = None;
@@ -423,6 +445,9 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
     }
     if let Some(a) = oneway_bound {
         addrs.push(format!("oneway={a}"));
+    }
+    if let Some(a) = oneway_tls_bound {
+        addrs.push(format!("oneway_tls={a}"));
     }
     if let Some(a) = nettcp_bound {
         addrs.push(format!("nettcp={a}"));
