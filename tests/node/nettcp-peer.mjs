@@ -172,3 +172,30 @@ export async function probe(port, type) {
   s.destroy();
   return { ip: ipOfLong(b.readBigInt64LE(0)), port: b.readInt32LE(8), local };
 }
+
+const mb31 = (n) => { const o = []; do { let b = n & 0x7f; n >>>= 7; if (n) b |= 0x80; o.push(b); } while (n); return Buffer.from(o); };
+async function readMb31(r) { let v = 0; for (let s = 0; ; s += 7) { const b = (await r.take(1))[0]; v |= (b & 0x7f) << s; if (!(b & 0x80)) return v; } }
+
+// The server side of one NMF singleton-unsized session ([MC-NMF] 2.2: preamble, PreambleAck,
+// an unsized envelope of chunks ending in a zero size, End): `answer(requestXml)` returns the
+// response envelope's text XML. Resolves with the request's text XML and the preamble seen.
+export async function serveSingletonUnsized(sock, answer) {
+  const r = new Reader(sock);
+  sock.resume();
+  const head = await r.take(5); // Version 00 01 00, Mode 01 xx
+  if (head[0] !== 0 || head[3] !== 1) throw new Error(`not an NMF preamble: ${head.toString('hex')}`);
+  if ((await r.take(1))[0] !== 2) throw new Error('no Via');
+  const via = (await r.take(await readMb31(r))).toString();
+  const enc = await r.take(2);
+  if ((await r.take(1))[0] !== 0x0c) throw new Error('no PreambleEnd');
+  sock.write(Buffer.from([0x0b]));
+  if ((await r.take(1))[0] !== 0x05) throw new Error('no unsized envelope');
+  const chunks = [];
+  for (;;) { const n = await readMb31(r); if (!n) break; chunks.push(await r.take(n)); }
+  const request = decode(Buffer.concat(chunks));
+  const reply = encode(await answer(request));
+  sock.write(Buffer.concat([Buffer.from([0x05]), mb31(reply.length), reply, Buffer.from([0x00])]));
+  const end = await r.take(1);
+  sock.end(Buffer.from([0x07]));
+  return { request, via, mode: head[4], encoding: enc[1], end: end[0] };
+}

@@ -304,3 +304,54 @@ test('persistent WCF relays: wcfrelay create/list/show/delete online; dynamic-re
   // Without the relay, a client needs a token again.
   await assert.rejects(connect('ledger', { token: undefined }), (e) => e.code === 'AuthorizationFailedFault');
 });
+
+// HTTP relay bindings: plain HTTP clients (curl, fetch) reach a legacy listener registered
+// as RelayedHttp (a clean-room one: AMQP via rhea, rendezvous, then the server side of an
+// NMF singleton-unsized session, written from [MC-NMF] and known.md 5.5).
+test('HTTP relay: curl and fetch reach a RelayedHttp listener; headers, body format, status and ServiceBusAuthorization mapped', async () => {
+  const seen = [];
+  const l = await listen('legacy-http', {
+    listenerType: 'RelayedHttp',
+    onStream: (s) => peer.serveSingletonUnsized(s, (req) => {
+      seen.push(req);
+      const body = req.match(/<Binary>([^<]*)<\/Binary>/);
+      const text = body ? Buffer.from(body[1], 'base64').toString() : '';
+      const action = req.match(/<a:Action[^>]*>([^<]*)</)[1];
+      const fmt = req.match(/<BodyFormat[^>]*>([^<]*)</)[1];
+      const json = Buffer.from(JSON.stringify({ action, fmt, text })).toString('base64');
+      return `<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://www.w3.org/2005/08/addressing"><s:Header><a:Action s:mustUnderstand="1">${action}Response</a:Action><StatusCode xmlns="http://schemas.microsoft.com/netservices/2009/05/servicebus/statuscode">201</StatusCode><X-Served-By xmlns="http://schemas.microsoft.com/netservices/2009/05/servicebus/web">legacy-wcf</X-Served-By><Content-Type xmlns="http://schemas.microsoft.com/netservices/2009/05/servicebus/web">application/json</Content-Type></s:Header><s:Body><Binary>${json}</Binary></s:Body></s:Envelope>`;
+    }).catch(() => {}),
+  });
+  const url = `http://${httpAddr}/legacy-http?x=1`;
+  const tok = token('legacy-http');
+  // curl, knowing nothing of WCF: ServiceBusAuthorization for the relay, Authorization end to end.
+  // (curl runs asynchronously: the listener lives in this process's event loop.)
+  const { execFile } = await import('node:child_process');
+  const out = await new Promise((resolve, reject) => execFile('curl', ['-s', '-i', '-X', 'POST', '-H', `ServiceBusAuthorization: ${tok}`, '-H', 'Authorization: Bearer app-level', '-H', 'Content-Type: text/plain', '--data-binary', 'hello legacy', url], { encoding: 'utf8' }, (e, o) => (e ? reject(e) : resolve(o))));
+  assert.match(out, /^HTTP\/1\.1 201/);
+  assert.match(out, /x-served-by: legacy-wcf/i);
+  assert.deepEqual(JSON.parse(out.split('\r\n\r\n')[1]), { action: 'POST', fmt: 'Raw', text: 'hello legacy' });
+  const req = seen[0];
+  assert.match(req, /<HttpAddress xmlns="http:\/\/schemas\.microsoft\.com\/netservices\/2009\/05\/servicebus\/web">http:\/\/[^<]*\/legacy-http\?x=1<\/HttpAddress>/);
+  assert.match(req, /<Authorization xmlns="[^"]*servicebus\/web">Bearer app-level<\/Authorization>/);
+  assert.doesNotMatch(req, /ServiceBusAuthorization|SharedAccessSignature/, 'the relay token is not passed on');
+  assert.match(req, /<a:ReplyTo><a:Address>http:\/\/www\.w3\.org\/2005\/08\/addressing\/anonymous<\/a:Address><\/a:ReplyTo>/);
+  // A SOAP 1.1 client's request is wrapped as such.
+  const r2 = await fetch(url, { method: 'POST', headers: { ServiceBusAuthorization: tok, 'Content-Type': 'text/xml; charset=utf-8', SOAPAction: '"urn:check"' }, body: '<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body/></s:Envelope>' });
+  assert.equal(r2.status, 201);
+  assert.equal((await r2.json()).fmt, 'WrappedSoap11');
+  // No token: 401, and the listener never hears of it.
+  const before = seen.length;
+  assert.equal((await fetch(url)).status, 401);
+  assert.equal(seen.length, before);
+  l.conn.close();
+  await sleep(200);
+});
+
+test('HTTP relay: a persistent http relay without listeners answers 502 with the relay error document', async () => {
+  const cs = `Endpoint=sb://${httpAddr}/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=${KEY}`;
+  execFileSync(BIN, ['wcfrelay', 'create', 'quiet-http', '--relay-type', 'http', '-x', cs], { encoding: 'utf8' });
+  const r = await fetch(`http://${httpAddr}/quiet-http`, { headers: { ServiceBusAuthorization: token('quiet-http') } });
+  assert.equal(r.status, 502);
+  assert.match(await r.text(), /^<Error><Code>502<\/Code><Detail>Bad Gateway\. There are no active listeners registered for endpoint: sb:\/\/[^/]+\/quiet-http\//);
+});

@@ -151,18 +151,26 @@ async fn connect_to_nettcp(
         Err(r) => return Some(r),
     };
     let target = format!("sb://{host}/{path}/");
-    let listener =
-        match crate::wcf_nettcp::offer_relayed(&relay, &registry, &key, &target, &host).await {
-            Ok(l) => l,
-            Err((code, reason)) => {
-                let status = if code == "EndpointNotFoundFault" {
-                    404
-                } else {
-                    504
-                };
-                return Some(reply(status, &reason));
-            }
-        };
+    let listener = match crate::wcf_nettcp::offer_relayed(
+        &relay,
+        &registry,
+        &key,
+        &target,
+        &host,
+        "RelayedConnection",
+    )
+    .await
+    {
+        Ok(l) => l,
+        Err((code, reason)) => {
+            let status = if code == "EndpointNotFoundFault" {
+                404
+            } else {
+                504
+            };
+            return Some(reply(status, &reason));
+        }
+    };
     let sender_up = hyper::upgrade::on(&mut req);
     let relay2 = relay.clone();
     tokio::spawn(
@@ -201,7 +209,7 @@ fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
-fn full(b: impl Into<Bytes>) -> Body {
+pub(crate) fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
 
@@ -785,7 +793,7 @@ async fn rendezvous(relay: Arc<Relay>, mut req: Request<Incoming>, t: Target) ->
     switching(&accept_key, None)
 }
 
-const HOP_BY_HOP: &[&str] = &[
+pub(crate) const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -807,6 +815,11 @@ async fn http_request(
     host: String,
 ) -> Response<Body> {
     let Some((hc, _)) = ns.find_hc(&t.path) else {
+        if crate::wcf_http::applies(&relay, &ns, &t.path) {
+            let tok = t.token.clone();
+            return crate::wcf_http::handle(&relay, conn.remote, req, &ns, &t.path, &host, tok)
+                .await;
+        }
         return not_found(&relay, &conn, &t, &ns, &host);
     };
     let hc: HybridConnection = hc.clone();

@@ -11,6 +11,7 @@ pub mod server;
 pub mod socket;
 pub mod store;
 pub mod wcf_amqp;
+pub mod wcf_http;
 pub mod wcf_nettcp;
 pub mod wcf_oneway;
 

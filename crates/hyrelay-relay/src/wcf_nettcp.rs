@@ -480,10 +480,11 @@ async fn client(
             return Ok(());
         }
     }
-    let listener = match offer_relayed(&relay, &registry, &key, &target, &host).await {
-        Ok(l) => l,
-        Err((code, reason)) => return refuse(&mut stream, mid, code, reason).await,
-    };
+    let listener =
+        match offer_relayed(&relay, &registry, &key, &target, &host, "RelayedConnection").await {
+            Ok(l) => l,
+            Err((code, reason)) => return refuse(&mut stream, mid, code, reason).await,
+        };
     write_envelope(&mut stream, &connect_reply(mid))
         .await
         .map_err(|e| format!("client left before RelayedConnectReply: {e}"))?;
@@ -515,6 +516,7 @@ pub async fn offer_relayed(
     key: &str,
     target: &str,
     host: &str,
+    listener_type: &str,
 ) -> Result<Stream, (&'static str, String)> {
     let path = key.split_once('/').map(|(_, p)| p).unwrap_or(key);
     let Some(adv) = registry.advertise.get() else {
@@ -536,7 +538,7 @@ pub async fn offer_relayed(
     let wrapped = to_msbin1(&relayed_connect_xml(target, &id, adv, host))
         .and_then(|inner| wrap_oneway(target, &inner))
         .map_err(|e| ("InvalidRequestFault", e))?;
-    if !registry.deliver_typed(key, "RelayedConnection", wrapped) {
+    if !registry.deliver_typed(key, listener_type, wrapped) {
         registry.take_rendezvous(&id);
         relay.counters.refused.fetch_add(1, Ordering::Relaxed);
         return Err((
