@@ -16,29 +16,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyrelay_net::Stream;
 use hyrelay_nmf::{ClientConfig, ClientEvent, ClientSession, Encoding, Limits, Mode};
-use quick_xml::events::Event as XmlEvent;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::core::{new_guid, Relay};
 use crate::front::{full, reply, Body, HOP_BY_HOP};
 use crate::model::Namespace;
-use crate::wcf_nettcp::{from_msbin1, offer_relayed, to_msbin1};
-use crate::wcf_oneway::esc;
+use crate::wcf_nettcp::offer_relayed;
+use hyrelay_wcf::relay::{esc, from_msbin1, http_request_xml, parse_http_response, to_msbin1};
 
-/// HTTP request headers, as SOAP headers.
-pub const WEB_NS: &str = "http://schemas.microsoft.com/netservices/2009/05/servicebus/web";
-/// `BodyFormat`.
-pub const BODY_NS: &str = "http://schemas.microsoft.com/netservices/2009/05/servicebus/body";
-/// `StatusCode`.
-pub const STATUS_NS: &str =
-    "http://schemas.microsoft.com/netservices/2009/05/servicebus/statuscode";
 /// Largest request or response body relayed (bytes).
 pub const MAX_BODY: usize = 16 << 20;
 /// How long the listener has to answer.
@@ -82,137 +73,6 @@ fn error_xml(status: u16, detail: &str) -> Response<Body> {
 fn timestamp() -> String {
     let secs = crate::core::now_secs();
     format!("{secs}")
-}
-
-/// Whether `name` can be an XML element name as written (HTTP header names are tokens; a
-/// few characters of tokens are not name characters).
-fn xml_name(name: &str) -> bool {
-    let mut c = name.chars();
-    matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_')
-        && name
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
-}
-
-/// The request envelope for the listener.
-pub fn request_xml(
-    method: &str,
-    to: &str,
-    url: &str,
-    headers: &[(String, String)],
-    body: &[u8],
-) -> String {
-    let ct = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-        .map(|(_, v)| v.to_ascii_lowercase())
-        .unwrap_or_default();
-    let soap_action = headers
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("soapaction"));
-    let format = if ct.starts_with("application/soap+xml") {
-        "WrappedSoap12"
-    } else if ct.starts_with("text/xml") && soap_action {
-        "WrappedSoap11"
-    } else {
-        "Raw"
-    };
-    let mut h = String::new();
-    for (n, v) in headers {
-        if xml_name(n) {
-            h.push_str(&format!(r#"<{n} xmlns="{WEB_NS}">{}</{n}>"#, esc(v)));
-        }
-    }
-    let body_xml = if body.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "<Binary>{}</Binary>",
-            base64::engine::general_purpose::STANDARD.encode(body)
-        )
-    };
-    format!(
-        r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://www.w3.org/2005/08/addressing"><s:Header><a:Action s:mustUnderstand="1">{}</a:Action><a:MessageID>urn:uuid:{}</a:MessageID><a:ReplyTo><a:Address>http://www.w3.org/2005/08/addressing/anonymous</a:Address></a:ReplyTo><a:To s:mustUnderstand="1">{}</a:To>{h}<HttpAddress xmlns="{WEB_NS}">{}</HttpAddress><BodyFormat xmlns="{BODY_NS}">{format}</BodyFormat></s:Header><s:Body>{body_xml}</s:Body></s:Envelope>"#,
-        esc(method),
-        new_guid(),
-        esc(to),
-        esc(url)
-    )
-}
-
-/// What the listener answered.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct ResponseParts {
-    /// `StatusCode` (202 when absent).
-    pub status: u16,
-    /// `FaultReason`.
-    pub reason: Option<String>,
-    /// Headers in the web namespace.
-    pub headers: Vec<(String, String)>,
-    /// Body bytes (`<Binary>` base64, or the body element's text).
-    pub body: Vec<u8>,
-}
-
-/// Reads the listener's response envelope (text XML).
-pub fn parse_response(xml: &str) -> Result<ResponseParts, String> {
-    let mut out = ResponseParts {
-        status: 202,
-        ..Default::default()
-    };
-    let mut r = quick_xml::NsReader::from_str(xml);
-    let mut stack: Vec<(String, String)> = Vec::new(); // (namespace, local)
-    let mut text = String::new();
-    loop {
-        match r.read_resolved_event() {
-            Ok((ns, XmlEvent::Start(e))) => {
-                let nsv = match ns {
-                    quick_xml::name::ResolveResult::Bound(n) => {
-                        String::from_utf8_lossy(n.as_ref()).into_owned()
-                    }
-                    _ => String::new(),
-                };
-                stack.push((
-                    nsv,
-                    String::from_utf8_lossy(e.local_name().as_ref()).into_owned(),
-                ));
-                text.clear();
-            }
-            Ok((_, XmlEvent::Text(t))) => {
-                text.push_str(&t.unescape().map_err(|e| e.to_string())?);
-            }
-            Ok((_, XmlEvent::End(_))) => {
-                let Some((ns, local)) = stack.pop() else {
-                    break;
-                };
-                let in_header = stack.len() == 2 && stack[1].1 == "Header";
-                let in_body = stack.len() == 2 && stack[1].1 == "Body";
-                if in_header && ns == STATUS_NS && local == "StatusCode" {
-                    out.status = text
-                        .trim()
-                        .parse()
-                        .map_err(|_| format!("StatusCode '{}' is not a number", text.trim()))?;
-                } else if in_header && ns == WEB_NS && local == "FaultReason" {
-                    out.reason = Some(text.clone());
-                } else if in_header && ns == WEB_NS && local != "HttpAddress" {
-                    out.headers.push((local, text.clone()));
-                } else if in_body && local == "Binary" {
-                    out.body = base64::engine::general_purpose::STANDARD
-                        .decode(text.trim())
-                        .map_err(|e| format!("the Binary body is not base64: {e}"))?;
-                } else if in_body {
-                    out.body = text.clone().into_bytes();
-                }
-                text.clear();
-            }
-            Ok((_, XmlEvent::Eof)) => break,
-            Err(e) => return Err(e.to_string()),
-            _ => {}
-        }
-    }
-    if !(100..=599).contains(&out.status) {
-        return Err(format!("StatusCode {} is not an HTTP status", out.status));
-    }
-    Ok(out)
 }
 
 /// One request/response on a new session with the listener's stream.
@@ -327,7 +187,14 @@ pub async fn handle(
         Err(e) => return reply(413, &format!("request body: {e}")),
     };
     let to = format!("sb://{}/{path}/", crate::model::strip_port(host));
-    let envelope = match to_msbin1(&request_xml(&method, &to, &url, &headers, &body)) {
+    let envelope = match to_msbin1(&http_request_xml(
+        &new_guid(),
+        &method,
+        &to,
+        &url,
+        &headers,
+        &body,
+    )) {
         Ok(e) => e,
         Err(e) => return reply(400, &format!("the request cannot be relayed: {e}")),
     };
@@ -351,7 +218,7 @@ pub async fn handle(
             Ok(Err(e)) => return error_xml(502, &format!("Bad Gateway. {e}")),
             Ok(Ok(m)) => m,
         };
-    let parts = match from_msbin1(&answer).and_then(|x| parse_response(&x)) {
+    let parts = match from_msbin1(&answer).and_then(|x| parse_http_response(&x)) {
         Ok(p) => p,
         Err(e) => {
             return error_xml(
@@ -391,46 +258,4 @@ fn display_name(n: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("-")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_request_maps_to_the_documented_headers_and_back() {
-        let xml = request_xml(
-            "POST",
-            "sb://contoso/cc/",
-            "http://contoso/cc?x=1",
-            &[
-                ("Content-Type".into(), "text/xml; charset=utf-8".into()),
-                ("SOAPAction".into(), "\"urn:check\"".into()),
-                ("Weird:Name".into(), "dropped".into()),
-            ],
-            b"<s:Envelope/>",
-        );
-        let bin = to_msbin1(&xml).unwrap();
-        let back = from_msbin1(&bin).unwrap();
-        assert!(back.contains("WrappedSoap11"), "{back}");
-        assert!(back.contains(r#"<SOAPAction xmlns="http://schemas.microsoft.com/netservices/2009/05/servicebus/web">"urn:check"</SOAPAction>"#) || back.contains("&quot;urn:check&quot;"), "{back}");
-        assert!(!back.contains("dropped"));
-        assert!(
-            back.contains("<Binary>PHM6RW52ZWxvcGUvPg==</Binary>"),
-            "{back}"
-        );
-        let resp = format!(
-            r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://www.w3.org/2005/08/addressing"><s:Header><a:Action>POSTResponse</a:Action><StatusCode xmlns="{STATUS_NS}">201</StatusCode><X-Served-By xmlns="{WEB_NS}">legacy</X-Served-By></s:Header><s:Body><Binary>aGk=</Binary></s:Body></s:Envelope>"#
-        );
-        let p = parse_response(&resp).unwrap();
-        assert_eq!(p.status, 201);
-        assert_eq!(
-            p.headers,
-            vec![("X-Served-By".to_string(), "legacy".to_string())]
-        );
-        assert_eq!(p.body, b"hi");
-        assert!(parse_response(&resp.replace(">201<", ">9999<")).is_err());
-        let none = parse_response(r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Header/><s:Body/></s:Envelope>"#).unwrap();
-        assert_eq!(none.status, 202);
-    }
 }

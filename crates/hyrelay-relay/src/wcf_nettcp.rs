@@ -14,17 +14,13 @@
 //! (F2, Microsoft's client and a clean-room listener of real Azure traffic); the reply to
 //! the client, the fault codes and their shape are **inferred** (F3).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use hyrelay_nbfx::{
-    encode_records, read_records, records_to_xml, xml_to_records, Dictionaries, EncodeOptions,
-    XmlOptions,
-};
 use hyrelay_net::Stream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -33,101 +29,20 @@ use tracing::Instrument;
 
 use crate::core::{new_guid, Relay};
 use crate::wcf_amqp::WcfRegistry;
-use crate::wcf_oneway::{esc, texts, token_from_header, wrap_oneway, RELAY_NS};
+use crate::wcf_oneway::{texts, token_from_header, wrap_oneway};
+pub use hyrelay_wcf::relay::{
+    action_word, from_msbin1, ipv4_as_long, relay_fault_xml, relayed_connect_xml, reply_envelope,
+    split_uri, to_msbin1, Advertise, Preamble, PreambleReader, MAX_CONTROL, RELAYEDCONNECT_NS,
+};
 
-/// The relayed-connect contract's namespace.
-pub const RELAYEDCONNECT_NS: &str =
-    "http://schemas.microsoft.com/netservices/2009/05/servicebus/relayedconnect";
-/// Largest rendezvous control message (the client's own encoder quota).
-pub const MAX_CONTROL: usize = 65_536;
 /// Longest `connect`/`probe` type string and target URI accepted in the preamble.
-const MAX_TYPE: usize = 16;
-const MAX_VIA: usize = 4096;
 /// The whole handshake (preamble, TLS, first envelope) must arrive within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
-
-const SOAP12: &str = "http://www.w3.org/2003/05/soap-envelope";
-const WSA10: &str = "http://www.w3.org/2005/08/addressing";
-
-/// What the relay tells listeners to dial back (the `RelayedConnect` notification fields).
-#[derive(Debug, Clone)]
-pub struct Advertise {
-    /// `IpAddress` / `IpPort`: where 9352 is reachable (IPv4 only, as in Azure).
-    pub ip: Ipv4Addr,
-    /// Port of the NetTcpRelay socket.
-    pub port: u16,
-    /// `HttpPort` (the relay's plain HTTP port, 0 when none).
-    pub http_port: u16,
-    /// `HttpsPort`.
-    pub https_port: u16,
-}
 
 /// A client waiting for its listener's `RelayedAccept`.
 pub struct PendingRelayed {
     pub(crate) tx: oneshot::Sender<Stream>,
     pub(crate) expires: Instant,
-}
-
-/// .NET's `IPAddress(long)` form: the first octet in the lowest byte.
-pub fn ipv4_as_long(ip: Ipv4Addr) -> i64 {
-    u32::from_le_bytes(ip.octets()) as i64
-}
-
-/// The relay's SOAP fault for rendezvous messages: the top-level code is the relay's fault
-/// name (what Microsoft's client inspects), with an empty detail element of the same name.
-pub fn relay_fault_xml(relates_to: Option<&str>, code: &str, reason: &str) -> String {
-    let rel = relates_to
-        .filter(|r| !r.is_empty())
-        .map(|r| format!("<a:RelatesTo>{}</a:RelatesTo>", esc(r)))
-        .unwrap_or_default();
-    format!(
-        r#"<s:Envelope xmlns:s="{SOAP12}" xmlns:a="{WSA10}"><s:Header><a:Action s:mustUnderstand="1">{RELAY_NS}/FaultAction</a:Action>{rel}</s:Header><s:Body><s:Fault><s:Code><s:Value xmlns:r="{RELAY_NS}">r:{code}</s:Value></s:Code><s:Reason><s:Text xml:lang="en-US">{}</s:Text></s:Reason><s:Detail><r:{code} xmlns:r="{RELAY_NS}"/></s:Detail></s:Fault></s:Body></s:Envelope>"#,
-        esc(reason)
-    )
-}
-
-fn reply_envelope(action: &str, relates_to: Option<&str>, body: &str) -> String {
-    let rel = relates_to
-        .filter(|r| !r.is_empty())
-        .map(|r| format!("<a:RelatesTo>{}</a:RelatesTo>", esc(r)))
-        .unwrap_or_default();
-    format!(
-        r#"<s:Envelope xmlns:s="{SOAP12}" xmlns:a="{WSA10}"><s:Header><a:Action s:mustUnderstand="1">{}</a:Action>{rel}</s:Header><s:Body>{body}</s:Body></s:Envelope>"#,
-        esc(action)
-    )
-}
-
-/// The notification's inner envelope (before the `OnewaySend` wrapper).
-pub fn relayed_connect_xml(to: &str, id: &str, adv: &Advertise, dns: &str) -> String {
-    let ip = ipv4_as_long(adv.ip);
-    format!(
-        r#"<s:Envelope xmlns:s="{SOAP12}" xmlns:a="{WSA10}"><s:Header><a:Action s:mustUnderstand="1">{RELAYEDCONNECT_NS}/RelayedConnect</a:Action><a:To s:mustUnderstand="1">{}</a:To></s:Header><s:Body><RelayedConnect xmlns="{RELAYEDCONNECT_NS}"><Id>{id}</Id><IpAddress>{ip}</IpAddress><IpPort>{}</IpPort><HttpAddress>{ip}</HttpAddress><HttpPort>{}</HttpPort><HttpsAddress>{ip}</HttpsAddress><HttpsPort>{}</HttpsPort><InstanceDnsAddress>{}</InstanceDnsAddress></RelayedConnect></s:Body></s:Envelope>"#,
-        esc(to),
-        adv.port,
-        adv.http_port,
-        adv.https_port,
-        esc(dns)
-    )
-}
-
-/// Text XML → msbin1 (non-session binary XML).
-pub fn to_msbin1(xml: &str) -> Result<Vec<u8>, String> {
-    xml_to_records(xml, None, &EncodeOptions::default())
-        .and_then(|r| encode_records(&r))
-        .map_err(|e| e.to_string())
-}
-
-/// msbin1 → text XML, with the control-message limits.
-pub fn from_msbin1(bytes: &[u8]) -> Result<String, String> {
-    let limits = hyrelay_nbfx::Limits::buffered(MAX_CONTROL);
-    let records =
-        read_records(bytes, Dictionaries::static_only(), &limits).map_err(|e| e.to_string())?;
-    records_to_xml(
-        &records,
-        Dictionaries::static_only(),
-        &XmlOptions::default(),
-    )
-    .map_err(|e| e.to_string())
 }
 
 async fn read_lp<R: AsyncRead + Unpin>(
@@ -190,6 +105,28 @@ pub async fn serve(
     }
 }
 
+/// Reads a preamble with the sans-IO [`PreambleReader`], never a byte past it (TLS may
+/// follow the flag byte).
+async fn read_preamble(tcp: &mut TcpStream) -> Result<Preamble, String> {
+    let mut r = PreambleReader::default();
+    let mut buf = [0u8; 64];
+    loop {
+        let want = r.want();
+        let mut field = vec![0u8; want];
+        let b: &mut [u8] = if want <= buf.len() {
+            &mut buf[..want]
+        } else {
+            &mut field
+        };
+        tcp.read_exact(b)
+            .await
+            .map_err(|e| format!("connection ended inside the preamble ({e})"))?;
+        if let Some(p) = r.feed(b).map_err(|e| format!("{e}; closed"))? {
+            return Ok(p);
+        }
+    }
+}
+
 /// Serves `probe` only (port 9353) forever.
 pub async fn serve_probe(listener: TcpListener) {
     loop {
@@ -203,14 +140,12 @@ pub async fn serve_probe(listener: TcpListener) {
         };
         tokio::spawn(async move {
             let r = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-                let ty = read_lp(&mut tcp, MAX_TYPE, "probe preamble").await?;
-                if ty != b"probe" {
-                    return Err(format!(
-                        "port 9353 serves only 'probe', got '{}'",
-                        String::from_utf8_lossy(&ty)
-                    ));
+                match read_preamble(&mut tcp).await? {
+                    Preamble::Probe(kind) => probe(&mut tcp, kind).await,
+                    Preamble::Connect { .. } => {
+                        Err("port 9353 serves only 'probe', got 'connect'".to_string())
+                    }
                 }
-                probe(&mut tcp).await
             })
             .await;
             match r {
@@ -226,12 +161,8 @@ pub async fn serve_probe(listener: TcpListener) {
 
 /// Answers one probe: message type 1 (GetServerAddress) → the relay's own address, 2
 /// (GetClientAddress) → the address the relay saw; 12 bytes, int64 LE IPv4 + int32 LE port.
-async fn probe(tcp: &mut TcpStream) -> Result<(), String> {
-    let mut t = [0u8; 4];
-    tcp.read_exact(&mut t)
-        .await
-        .map_err(|e| format!("probe: no message type ({e})"))?;
-    let addr = match i32::from_le_bytes(t) {
+async fn probe(tcp: &mut TcpStream, kind: i32) -> Result<(), String> {
+    let addr = match kind {
         1 => tcp.local_addr(),
         2 => tcp.peer_addr(),
         other => {
@@ -253,24 +184,6 @@ async fn probe(tcp: &mut TcpStream) -> Result<(), String> {
     Ok(())
 }
 
-fn action_word(action: &str) -> &str {
-    action.rsplit('/').next().unwrap_or(action)
-}
-
-/// `sb://host[:port]/path/` → (host, path).
-fn split_uri(uri: &str) -> Option<(String, String)> {
-    let rest = uri.split_once("://")?.1;
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let host = crate::model::strip_port(host).to_string();
-    let path = path
-        .split('?')
-        .next()
-        .unwrap_or("")
-        .trim_matches('/')
-        .to_string();
-    Some((host, path))
-}
-
 async fn run(
     relay: Arc<Relay>,
     registry: Arc<WcfRegistry>,
@@ -281,41 +194,24 @@ async fn run(
         .peer_addr()
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
     let handshake = async {
-        let ty = read_lp(&mut tcp, MAX_TYPE, "preamble").await?;
-        match ty.as_slice() {
-            b"probe" => {
-                probe(&mut tcp).await?;
+        let (via, tls_on) = match read_preamble(&mut tcp).await? {
+            Preamble::Probe(kind) => {
+                probe(&mut tcp, kind).await?;
                 return Ok(None);
             }
-            b"connect" => {}
-            other => {
-                return Err(format!(
-                    "not a NetTcpRelay preamble: type '{}' (expected 'connect' or 'probe'); closed",
-                    String::from_utf8_lossy(other).escape_debug()
-                ))
-            }
-        }
-        let via = read_lp(&mut tcp, MAX_VIA, "target URI").await?;
-        let via = String::from_utf8(via).map_err(|_| "the target URI is not UTF-8".to_string())?;
-        let mut flag = [0u8; 1];
-        tcp.read_exact(&mut flag)
-            .await
-            .map_err(|e| format!("connection ended before the security flag byte ({e})"))?;
-        let mut stream = match (flag[0], &tls) {
-            (0, _) => Stream::Plain(tcp),
-            (1, Some(acc)) => Stream::ServerTls(Box::new(
+            Preamble::Connect { via, tls } => (via, tls),
+        };
+        let mut stream = match (tls_on, &tls) {
+            (false, _) => Stream::Plain(tcp),
+            (true, Some(acc)) => Stream::ServerTls(Box::new(
                 acc.accept(tcp)
                     .await
                     .map_err(|e| format!("TLS handshake after the flag byte failed: {e}"))?,
             )),
-            (1, None) => {
-                return Err("the client asked for TLS (flag byte 01) but this relay has no certificate; closed".into())
-            }
-            (b, _) => {
-                return Err(format!(
-                    "wrong security flag byte 0x{b:02x} after the target URI (expected 00 or 01); closed"
-                ))
-            }
+            (true, None) => return Err(
+                "the client asked for TLS (flag byte 01) but this relay has no certificate; closed"
+                    .into(),
+            ),
         };
         let env = read_lp(&mut stream, MAX_CONTROL, "rendezvous message").await;
         let env = match env {
@@ -601,57 +497,7 @@ async fn accept(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn long_form_of_an_address_puts_the_first_octet_lowest() {
-        // known.md: 2748520724 = 20.25.211.163.
-        assert_eq!(ipv4_as_long(Ipv4Addr::new(20, 25, 211, 163)), 2_748_520_724);
-        assert_eq!(ipv4_as_long(Ipv4Addr::new(127, 0, 0, 1)), 16_777_343);
-    }
-
-    #[test]
-    fn control_messages_round_trip_through_msbin1() {
-        let adv = Advertise {
-            ip: Ipv4Addr::LOCALHOST,
-            port: 9352,
-            http_port: 80,
-            https_port: 443,
-        };
-        for xml in [
-            relayed_connect_xml(
-                "sb://contoso.relay.local/echo/",
-                "0b6c0e0e-1b7c-4b9e-9d57-4a6c5c6b7d3e",
-                &adv,
-                "contoso.relay.local",
-            ),
-            relay_fault_xml(Some("urn:uuid:1"), "EndpointNotFoundFault", "no listener"),
-            reply_envelope(
-                "RelayedAcceptReply",
-                None,
-                r#"<anyType xmlns="http://schemas.microsoft.com/2003/10/Serialization/"/>"#,
-            ),
-        ] {
-            let bin = to_msbin1(&xml).unwrap();
-            assert_eq!(
-                bin[0], 0x56,
-                "starts with s:Envelope from the static dictionary"
-            );
-            let back = from_msbin1(&bin).unwrap();
-            assert_eq!(to_msbin1(&back).unwrap(), bin);
-        }
-        let x =
-            from_msbin1(&to_msbin1(&relayed_connect_xml("sb://h/p/", "abc", &adv, "h")).unwrap())
-                .unwrap();
-        let t = texts(&x, &["Id", "IpAddress", "IpPort"]);
-        assert_eq!(
-            t,
-            vec![
-                Some("abc".into()),
-                Some("16777343".into()),
-                Some("9352".into())
-            ]
-        );
-    }
+    use std::net::Ipv4Addr;
 
     /// The F2 messages of the rendezvous as golden bytes in `fixtures/nbfx/wcf-relay/`
     /// (`NAME.bin` + the decoder's `NAME.xml`); tests/oracle/xcheck.py decodes every one with
@@ -765,18 +611,5 @@ mod tests {
             <[Option<String>; 2]>::try_from(texts(&listener, &["Action", "Id"])).unwrap();
         assert_eq!(action.as_deref(), Some("RelayedAccept"));
         assert_eq!(rid.as_deref(), Some(id));
-    }
-
-    #[test]
-    fn uris_split_into_host_and_path() {
-        assert_eq!(
-            split_uri("sb://ns.host:9352/a/b/"),
-            Some(("ns.host".into(), "a/b".into()))
-        );
-        assert_eq!(
-            split_uri("sb://ns.host"),
-            Some(("ns.host".into(), String::new()))
-        );
-        assert_eq!(split_uri("nonsense"), None);
     }
 }

@@ -28,23 +28,13 @@ use crate::core::{new_guid, now_secs, Relay};
 use crate::model::Namespace;
 use crate::wcf_amqp::WcfRegistry;
 
-/// The connect contract's namespace.
-pub const CONNECT_NS: &str = "http://schemas.microsoft.com/netservices/2009/05/servicebus/connect";
-/// Relay fault codes' namespace.
-pub const RELAY_NS: &str = "http://schemas.microsoft.com/netservices/2009/05/servicebus/relay";
+pub use hyrelay_wcf::relay::{esc, CONNECT_NS, RELAY_NS};
 /// Largest one-way message (documented: 64 KB).
 pub const MAX_ONEWAY: usize = 64 * 1024;
 
 const SOAP12: &str = "http://www.w3.org/2003/05/soap-envelope";
 const WSA10: &str = "http://www.w3.org/2005/08/addressing";
 const ANONYMOUS: &str = "http://www.w3.org/2005/08/addressing/anonymous";
-
-pub(crate) fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
 
 /// Texts of the first elements with these local names (in document order of first match).
 pub(crate) fn texts(xml: &str, names: &[&str]) -> Vec<Option<String>> {

@@ -7,6 +7,8 @@
 //!   records that change are re-encoded, everything else passes byte for byte).
 //! * [`peek_via`]: the Via of a preamble, to route a connection before anything is sent.
 //! * [`envelope`]: reading and rewriting WS-Addressing headers of binary envelopes.
+//! * [`relay`]: the WCF Relay's NetTcpRelay preamble and control messages, and the HTTP relay
+//!   bindings' request/response mapping.
 //!
 //! The service→client direction needs no rewriting and is spliced as bytes.
 
@@ -15,6 +17,7 @@
 
 pub mod compare;
 pub mod envelope;
+pub mod relay;
 pub mod soap;
 
 use hyrelay_nbfx::SessionDictionary;
