@@ -147,6 +147,9 @@ test('faults: no listener, no token, a Listen-only token, an expired token (beyo
   await assert.rejects(connect('guarded', { token: undefined }), (e) => e.code === 'AuthorizationFailedFault');
   await assert.rejects(connect('guarded', { token: token('guarded', 'ListenOnly') }), (e) => e.code === 'AuthorizationFailedFault' && /send/i.test(e.message));
   await assert.rejects(connect('guarded', { token: token('guarded', 'RootManageSharedAccessKey', -120) }), (e) => e.code === 'AuthorizationFailedFault' && /expired/i.test(e.message));
+  // Token kinds of the old ACS days are named in the fault.
+  await assert.rejects(connect('guarded', { token: 'WRAP access_token="net.windows.net&Issuer=owner&HMACSHA256=x"' }), (e) => e.code === 'AuthorizationFailedFault' && /SimpleWebToken \(SWT\) tokens are not supported/.test(e.message));
+  await assert.rejects(connect('guarded', { token: '<saml:Assertion xmlns:saml="urn:oasis:names:tc:SAML:1.0:assertion"/>' }), (e) => e.code === 'AuthorizationFailedFault' && /SAML tokens are not supported/.test(e.message));
   assert.equal(l.notifications.length, 0, 'refused clients never reach the listener');
   assert.doesNotMatch(relayErr, /SharedAccessSignature sr=/, 'no token in the log');
   l.conn.close();

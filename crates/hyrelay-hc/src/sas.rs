@@ -195,6 +195,27 @@ pub struct SasToken {
     pub key_name: String,
 }
 
+/// Names the legacy token kinds Microsoft's WCF Relay client could send instead of a SAS, so
+/// the refusal says what was sent.
+fn unsupported_kind(text: &str) -> Option<&'static str> {
+    let lower = text
+        .get(..text.len().min(4096))
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if lower.starts_with("wrap ") || (lower.contains("hmacsha256=") && lower.contains("issuer=")) {
+        Some("ACS SharedSecret / SimpleWebToken (SWT)")
+    } else if lower.starts_with('<') && lower.contains("assertion") {
+        Some("SAML")
+    } else if lower.starts_with("negotiate ")
+        || lower.starts_with("ntlm ")
+        || lower.starts_with("kerberos ")
+    {
+        Some("Windows (Negotiate/Kerberos/NTLM)")
+    } else {
+        None
+    }
+}
+
 impl SasToken {
     /// Parses `SharedAccessSignature k=v&k=v…` (keyword and field names case-insensitive,
     /// field order free).
@@ -206,6 +227,11 @@ impl SasToken {
             )));
         }
         let text = text.trim();
+        if let Some(kind) = unsupported_kind(text) {
+            return Err(TokenError::Malformed(format!(
+                "{kind} tokens are not supported: hyrelay accepts Shared Access Signatures only (SharedAccessSignature sr=...&sig=...&se=...&skn=...; in .NET, TokenProvider.CreateSharedAccessSignatureTokenProvider)"
+            )));
+        }
         let (kw, rest) = text.split_once(' ').ok_or_else(|| {
             TokenError::Malformed(
                 "expected 'SharedAccessSignature sr=...&sig=...&se=...&skn=...'".into(),
@@ -337,6 +363,31 @@ impl Audience {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn legacy_token_kinds_are_named_in_the_refusal() {
+        for (t, kind) in [
+            ("WRAP access_token=\"net.windows.net...\"", "SimpleWebToken"),
+            (
+                "Issuer=owner&Audience=http%3a%2f%2fns&ExpiresOn=1&HMACSHA256=abc",
+                "SimpleWebToken",
+            ),
+            (
+                "<saml:Assertion xmlns:saml=\"urn:oasis:names:tc:SAML:1.0:assertion\"/>",
+                "SAML",
+            ),
+            ("Negotiate YIIF", "Windows"),
+        ] {
+            match SasToken::parse(t) {
+                Err(TokenError::Malformed(m)) => assert!(
+                    m.contains(kind) && m.contains("Shared Access Signatures only"),
+                    "{m}"
+                ),
+                other => panic!("{t}: {other:?}"),
+            }
+        }
+    }
+
     use super::*;
 
     const KEY: &str = "dGVzdGtleXRlc3RrZXl0ZXN0a2V5dGVzdGtleTEyMzQ=";
