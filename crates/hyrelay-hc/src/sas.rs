@@ -229,7 +229,7 @@ impl SasToken {
         let text = text.trim();
         if let Some(kind) = unsupported_kind(text) {
             return Err(TokenError::Malformed(format!(
-                "{kind} tokens are not supported: hyrelay accepts Shared Access Signatures only (SharedAccessSignature sr=...&sig=...&se=...&skn=...; in .NET, TokenProvider.CreateSharedAccessSignatureTokenProvider)"
+                "{kind} tokens are not supported: hyrelay accepts Shared Access Signatures only (signed with a SAS rule's key; in .NET, TokenProvider.CreateSharedAccessSignatureTokenProvider)"
             )));
         }
         let (kw, rest) = text.split_once(' ').ok_or_else(|| {
