@@ -64,10 +64,19 @@ function dialRaw(port, host = '127.0.0.1') {
 
 // Dials the relay's NetTcpRelay socket, sends the preamble (and TLS after flag 01) and one
 // envelope; resolves with the reply's text XML and the socket, ready for the data stream.
-async function exchange({ port, via, useTls, ca, xml, raw }) {
-  let sock = await dialRaw(port);
-  sock.write(preamble('connect', via, useTls ? 1 : 0));
-  if (useTls) {
+async function exchange({ port, via, useTls, ca, xml, raw, wsUrl }) {
+  let sock;
+  if (wsUrl) {
+    // wsrelayedconnection: the WebSocket is the byte stream; no preamble (known.md 5.2).
+    const WebSocket = require(path.join(PEERS, 'ws'));
+    const w = new WebSocket(wsUrl, ['wsrelayedconnection'], { ca, servername: 'localhost' });
+    await new Promise((resolve, reject) => { w.once('open', resolve); w.once('error', reject); w.once('unexpected-response', (_q, r) => reject(new Error(`HTTP ${r.statusCode}`))); });
+    sock = WebSocket.createWebSocketStream(w);
+  } else {
+    sock = await dialRaw(port);
+    sock.write(preamble('connect', via, useTls ? 1 : 0));
+  }
+  if (useTls && !wsUrl) {
     sock = await new Promise((resolve, reject) => {
       const t = tls.connect({ socket: sock, servername: 'localhost', ca }, () => resolve(t));
       t.once('error', reject);
@@ -97,8 +106,8 @@ export function relayedAcceptXml(id) {
 }
 
 // The NetTcpRelay client: `connect` to `uri` through the relay at `port`.
-export function connect({ port, uri, token, useTls = true, ca }) {
-  return exchange({ port, via: uri, useTls, ca, xml: relayedConnectXml(uri, token) });
+export function connect({ port, uri, token, useTls = true, ca, wsUrl }) {
+  return exchange({ port, via: uri, useTls, ca, xml: relayedConnectXml(uri, token), wsUrl });
 }
 
 // .NET's IPAddress(long): first octet in the lowest byte.
@@ -118,13 +127,13 @@ export function parseNotification(buf) {
 }
 
 // The listener's half of a rendezvous: dial where the notification says, RelayedAccept{id}.
-export function acceptRendezvous(n, { useTls = true, ca, xml } = {}) {
-  return exchange({ port: n.port, via: `sb://${n.ip}:${n.port}/`, useTls, ca, xml: xml || relayedAcceptXml(n.id) });
+export function acceptRendezvous(n, { useTls = true, ca, xml, wsUrl } = {}) {
+  return exchange({ port: n.port, via: `sb://${n.ip}:${n.port}/`, useTls, ca, xml: xml || relayedAcceptXml(n.id), wsUrl });
 }
 
 // A NetTcpRelay listener: the AMQP link pair with listener-type RelayedConnection; each
 // notification calls `onNotification(n)` (default: accept and hand the socket to `onStream`).
-export async function listen({ amqpPort, ca, host, path: p, token, onStream, onNotification, useTls = true, listenerType = 'RelayedConnection', dynamic = true }) {
+export async function listen({ amqpPort, ca, host, path: p, token, onStream, onNotification, useTls = true, listenerType = 'RelayedConnection', dynamic = true, wsUrl }) {
   const container = rhea.create_container({ id: `RelayConnection_${crypto.randomUUID()}` });
   const conn = container.connect({ host: '127.0.0.1', port: amqpPort, transport: 'tls', servername: 'localhost', ca, hostname: host.replace(/^([^.]+)\./, '$1-relay.'), username: 'anonymous', reconnect: false });
   conn.on('error', () => {});
@@ -140,7 +149,9 @@ export async function listen({ amqpPort, ca, host, path: p, token, onStream, onN
     const n = parseNotification(Buffer.from(b && b.content !== undefined ? b.content : b));
     state.notifications.push(n);
     if (onNotification) { onNotification(n); return; }
-    acceptRendezvous(n, { useTls, ca }).then(({ sock }) => onStream(sock, n), (e) => state.errors.push(e));
+    // Over WebSocket the 2.4 client dials wss://{HttpsAddress}:{HttpsPort}/$servicebus/websocket.
+    const url = wsUrl && wsUrl(n);
+    acceptRendezvous(n, { useTls, ca, wsUrl: url }).then(({ sock }) => onStream(sock, n), (e) => state.errors.push(e));
   });
   // A refused link is an attach without source, then a detach with the error condition.
   await new Promise((resolve, reject) => {

@@ -19,7 +19,7 @@ const require = createRequire(import.meta.url);
 const HycoWS = require(path.join(PEERS, 'hyco-ws'));
 const KEY = 'd2NmLXJlbGF5LW5ldHRjcC1yZWxheS10ZXN0LWtleS0wMDA=';
 const HOST = 'contoso.relay.local';
-let child, dir, ca, amqpPort, nettcpPort, probePort, httpAddr, relayErr = '';
+let child, dir, ca, amqpPort, nettcpPort, probePort, httpAddr, httpsAddr, relayErr = '';
 
 before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hyrelay-nettcp-'));
@@ -48,9 +48,10 @@ hosts = ["${HOST}", "127.0.0.1", "localhost"]
   primary_key = "${KEY}"
   [[namespaces.hybrid_connections]]
   name = "migrated"
-`, /hyrelay ready: (\S+) .*nettcp=/);
+`, /hyrelay ready: (\S+) (\S+) .*nettcp=/);
   child = r.child;
   httpAddr = r.match[1];
+  httpsAddr = r.match[2];
   relayErr = r.err;
   child.stderr.on('data', (d) => { relayErr += d; });
   ca = fs.readFileSync(path.join(dir, 'data', 'ca.pem'));
@@ -357,4 +358,28 @@ test('HTTP relay: a persistent http relay without listeners answers 502 with the
   const r = await fetch(`http://${httpAddr}/quiet-http`, { headers: { ServiceBusAuthorization: token('quiet-http') } });
   assert.equal(r.status, 502);
   assert.match(await r.text(), /^<Error><Code>502<\/Code><Detail>Bad Gateway\. There are no active listeners registered for endpoint: sb:\/\/[^/]+\/quiet-http\//);
+});
+
+test('wsrelayedconnection: client and listener both over wss://…/$servicebus/websocket (Https connectivity mode), 1 MiB echoed intact', async () => {
+  const url = `wss://${httpsAddr}/$servicebus/websocket`;
+  const l = await listen('over-ws', { onStream: echo, wsUrl: (n) => `wss://${n.ip}:${n.httpsPort}/$servicebus/websocket` });
+  const { sock, reply } = await connect('over-ws', { wsUrl: url });
+  assert.match(reply, /RelayedConnectReply/);
+  assert.equal(l.notifications[0].httpsPort, Number(httpsAddr.split(':')[1]), 'the notification names the HTTPS port');
+  const data = crypto.randomBytes(1 << 20);
+  let back = Buffer.alloc(0);
+  sock.on('data', (d) => { back = Buffer.concat([back, d]); });
+  sock.resume();
+  sock.write(data);
+  const end = Date.now() + 10000;
+  while (back.length < data.length && Date.now() < end) await sleep(20);
+  assert.ok(back.equals(data));
+  // A WebSocket client meets a 9352 listener too: the legs need not match.
+  const l2 = await listen('mixed-legs', { onStream: echo });
+  const { sock: s2 } = await connect('mixed-legs', { wsUrl: url });
+  const got = collect(s2);
+  s2.end('tcp listener, websocket client');
+  assert.equal((await got).toString(), 'tcp listener, websocket client');
+  sock.destroy();
+  l.conn.close(); l2.conn.close();
 });

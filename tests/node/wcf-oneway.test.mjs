@@ -18,7 +18,7 @@ const require = createRequire(import.meta.url);
 const rhea = require(path.join(PEERS, 'rhea'));
 const MONO = path.join(root, 'tools', 'peers', 'mono-wcf');
 const KEY = 'd2NmLXJlbGF5LW9uZXdheS1hbmQtZXZlbnQtdGVzdC1rZXk=';
-let child, dir, amqpPort, onewayPort, onewayTlsPort, sbmpPort, httpAddr, relayErr = '';
+let child, dir, amqpPort, onewayPort, onewayTlsPort, sbmpPort, httpAddr, httpsAddr, relayErr = '';
 
 before(async () => {
   if (!fs.existsSync(path.join(MONO, 'bin', 'OnewaySender.exe'))) execFileSync(path.join(MONO, 'build.sh'), { stdio: 'ignore' });
@@ -31,6 +31,7 @@ before(async () => {
 data_dir = "${dir}/data"
 [listen]
 http = "127.0.0.1:0"
+https = "127.0.0.1:0"
 [wcf_relay]
 amqp = "127.0.0.1:${amqpPort}"
 oneway = "127.0.0.1:${onewayPort}"
@@ -49,9 +50,10 @@ hosts = ["contoso.relay.local", "127.0.0.1", "localhost"]
   primary_key = "${KEY}"
   [[namespaces.hybrid_connections]]
   name = "audit-hc"
-`, /hyrelay ready: (\S+).*oneway=/);
+`, /hyrelay ready: (\S+) (\S+) .*oneway=/);
   child = r.child;
   httpAddr = r.match[1];
+  httpsAddr = r.match[2];
   relayErr = r.err;
   r.child.stderr.on('data', (d) => { relayErr += d; });
 });
@@ -238,32 +240,20 @@ test('both faces: a legacy one-way sender reaches a Hybrid Connections HTTP list
   server.close();
 });
 
-// Port 9351: the same one-way session after the NMF `application/ssl-tls` upgrade. Mono has no
-// TLS upgrade, so the sender here is a clean-room NMF client written from [MC-NMF] and the
-// notes; its envelopes are encoded by the project's codec with empty session tables.
-test('port 9351: a sender upgrades to TLS inside the framing preamble, connects and sends; the listener gets the message', async () => {
-  const tls = await import('node:tls');
-  const net = await import('node:net');
-  const { Reader, encode, CONNECT_NS } = await import('./nettcp-peer.mjs');
-  const sub = await subscribe('secure-audit', 'Unicast');
-  const mb31 = (n) => { const o = []; do { let b = n & 0x7f; n >>>= 7; if (n) b |= 0x80; o.push(b); } while (n); return Buffer.from(o); };
-  const str = (type, s) => { const b = Buffer.from(s); return Buffer.concat([Buffer.from([type]), mb31(b.length), b]); };
-  const via = 'sb://contoso.relay.local/secure-audit';
-  const raw = net.connect(onewayTlsPort, '127.0.0.1');
-  await new Promise((r) => raw.once('connect', r));
-  raw.write(Buffer.concat([Buffer.from([0, 1, 0, 1, 2]), str(2, via), Buffer.from([3, 8]), str(9, 'application/ssl-tls')]));
-  let r = new Reader(raw);
-  assert.deepEqual([...(await r.take(1))], [0x0a], 'UpgradeResponse');
-  r.release();
-  const ca = fs.readFileSync(path.join(dir, 'data', 'ca.pem'));
-  const sock = await new Promise((resolve, reject) => { const t = tls.connect({ socket: raw, servername: 'localhost', ca }, () => resolve(t)); t.once('error', reject); });
-  r = new Reader(sock);
-  sock.resume();
+// A clean-room NMF one-way sender (from [MC-NMF] and the notes; envelopes encoded by the
+// project's codec with empty session tables): after the preamble (and any upgrade), End
+// the preamble, Connect with a token, send one message tagged `tag`, End.
+const mb31 = (n) => { const o = []; do { let b = n & 0x7f; n >>>= 7; if (n) b |= 0x80; o.push(b); } while (n); return Buffer.from(o); };
+const nmfString = (type, s) => { const b = Buffer.from(s); return Buffer.concat([Buffer.from([type]), mb31(b.length), b]); };
+const preambleStart = (via) => Buffer.concat([Buffer.from([0, 1, 0, 1, 2]), nmfString(2, via), Buffer.from([3, 8])]);
+async function onewaySession(sock, r, p, tag) {
+  const { encode, CONNECT_NS } = await import('./nettcp-peer.mjs');
+  const via = `sb://contoso.relay.local/${p}`;
   sock.write(Buffer.from([0x0c]));
-  assert.deepEqual([...(await r.take(1))], [0x0b], 'PreambleAck over TLS');
+  assert.deepEqual([...(await r.take(1))], [0x0b], 'PreambleAck');
   const wsse = 'http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd';
   const env = (action, header, body) => `<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://www.w3.org/2005/08/addressing"><s:Header><a:Action s:mustUnderstand="1">${action}</a:Action>${header}<a:MessageID>urn:uuid:${crypto.randomUUID()}</a:MessageID><a:To s:mustUnderstand="1">${via}</a:To></s:Header><s:Body>${body}</s:Body></s:Envelope>`;
-  const tokenHeader = `<RelayAccessToken xmlns="${CONNECT_NS}"><wsse:BinarySecurityToken xmlns:wsse="${wsse}" ValueType="http://schemas.xmlsoap.org/ws/2009/11/swt-token-profile-1.0" EncodingType="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary">${Buffer.from(token('secure-audit')).toString('base64')}</wsse:BinarySecurityToken></RelayAccessToken>`;
+  const tokenHeader = `<RelayAccessToken xmlns="${CONNECT_NS}"><wsse:BinarySecurityToken xmlns:wsse="${wsse}" ValueType="http://schemas.xmlsoap.org/ws/2009/11/swt-token-profile-1.0" EncodingType="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary">${Buffer.from(token(p)).toString('base64')}</wsse:BinarySecurityToken></RelayAccessToken>`;
   const send = async (xml) => {
     const payload = Buffer.concat([Buffer.from([0]), encode(xml)]);
     sock.write(Buffer.concat([Buffer.from([6]), mb31(payload.length), payload]));
@@ -274,12 +264,51 @@ test('port 9351: a sender upgrades to TLS inside the framing preamble, connects 
   };
   const first = await send(env(`${CONNECT_NS}/Connect`, tokenHeader, `<Connect xmlns="${CONNECT_NS}"><Uri>${via}</Uri></Connect>`));
   assert.match(execFileSync(BIN, ['nbfx', 'decode', '--session'], { input: first }).toString(), /connect\/ConnectReply/);
-  const second = await send(env('http://contoso.example/audit/Record', '', '<Record xmlns="http://contoso.example/audit"><Sender>T#1</Sender></Record>'));
+  const second = await send(env('http://contoso.example/audit/Record', '', `<Record xmlns="http://contoso.example/audit"><Sender>${tag}</Sender></Record>`));
   assert.doesNotMatch(second.toString('latin1'), /Fault/);
   sock.write(Buffer.from([7]));
+}
+
+// Port 9351: the same one-way session after the NMF `application/ssl-tls` upgrade. Mono has no
+// TLS upgrade, so the sender here is the clean-room one above.
+test('port 9351: a sender upgrades to TLS inside the framing preamble, connects and sends; the listener gets the message', async () => {
+  const tls = await import('node:tls');
+  const net = await import('node:net');
+  const { Reader } = await import('./nettcp-peer.mjs');
+  const sub = await subscribe('secure-audit', 'Unicast');
+  const raw = net.connect(onewayTlsPort, '127.0.0.1');
+  await new Promise((r) => raw.once('connect', r));
+  raw.write(Buffer.concat([preambleStart('sb://contoso.relay.local/secure-audit'), nmfString(9, 'application/ssl-tls')]));
+  const r0 = new Reader(raw);
+  assert.deepEqual([...(await r0.take(1))], [0x0a], 'UpgradeResponse');
+  r0.release();
+  const ca = fs.readFileSync(path.join(dir, 'data', 'ca.pem'));
+  const sock = await new Promise((resolve, reject) => { const t = tls.connect({ socket: raw, servername: 'localhost', ca }, () => resolve(t)); t.once('error', reject); });
+  const r = new Reader(sock);
+  sock.resume();
+  await onewaySession(sock, r, 'secure-audit', 'T#1');
   const end = Date.now() + 5000;
   while (sub.got.length < 1 && Date.now() < end) await sleep(50);
   assert.deepEqual(tagsOf(sub.got), ['T#1']);
+  sock.destroy();
+  sub.conn.close();
+});
+
+test('wsrelayedoneway: the one-way session inside a WebSocket on the HTTPS port', async () => {
+  const { Reader } = await import('./nettcp-peer.mjs');
+  const WebSocket = require(path.join(PEERS, 'ws'));
+  const sub = await subscribe('ws-audit', 'Unicast');
+  const w = new WebSocket(`wss://${httpsAddr}/$servicebus/websocket`, ['wsrelayedoneway'], { ca: fs.readFileSync(path.join(dir, 'data', 'ca.pem')), servername: 'localhost' });
+  await new Promise((resolve, reject) => { w.once('open', resolve); w.once('error', reject); });
+  assert.equal(w.protocol, 'wsrelayedoneway');
+  const sock = WebSocket.createWebSocketStream(w);
+  const r = new Reader(sock);
+  sock.resume();
+  sock.write(preambleStart('sb://contoso.relay.local/ws-audit'));
+  await onewaySession(sock, r, 'ws-audit', 'W#1');
+  const end = Date.now() + 5000;
+  while (sub.got.length < 1 && Date.now() < end) await sleep(50);
+  assert.deepEqual(tagsOf(sub.got), ['W#1']);
   sock.destroy();
   sub.conn.close();
 });

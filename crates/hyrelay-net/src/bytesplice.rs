@@ -241,3 +241,73 @@ pub async fn splice_ws_bytes(ws: Leg, raw: Stream, raw_left: Bytes) -> SpliceRep
         }
     }
 }
+
+/// A server-side WebSocket leg as a byte stream, for protocols that treat the WebSocket as
+/// one (the WCF Relay's `wsrelayedconnection` and `wsrelayedoneway`): binary and text frame
+/// payloads are the bytes read; every write goes out as one binary frame (Microsoft's
+/// client needs unfragmented frames); Ping is answered; Close ends reading, and ending the
+/// returned stream's writing sends Close. Costs one copy each way through an in-memory pipe.
+pub fn ws_as_bytes(leg: Leg) -> tokio::io::DuplexStream {
+    let (ours, theirs) = tokio::io::duplex(256 * 1024);
+    let (mut pipe_r, mut pipe_w) = tokio::io::split(ours);
+    let (r, w) = split(leg.stream);
+    let writer = std::sync::Arc::new(Mutex::new(FrameWriter::new(w, Role::Server)));
+    let w2 = writer.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match pipe_r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if w2
+                        .lock()
+                        .await
+                        .frame(true, OpCode::Binary, &buf[..n])
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = w2.lock().await.close(1000, "").await;
+    });
+    tokio::spawn(async move {
+        let mut reader = FrameReader::new(r, leg.leftover, Role::Server, u64::MAX);
+        loop {
+            let h = match reader.header().await {
+                Ok(Some(h)) => h,
+                _ => break,
+            };
+            match h.opcode {
+                OpCode::Binary | OpCode::Text | OpCode::Continuation => loop {
+                    match reader.chunk(64 * 1024).await {
+                        Ok(Some(c)) => {
+                            if pipe_w.write_all(&c).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(_) => return,
+                    }
+                },
+                OpCode::Ping => {
+                    let Ok(p) = reader.payload(125).await else {
+                        return;
+                    };
+                    let _ = writer.lock().await.frame(true, OpCode::Pong, &p).await;
+                }
+                OpCode::Pong => {
+                    let _ = reader.payload(125).await;
+                }
+                OpCode::Close => {
+                    let _ = reader.payload(125).await;
+                    break;
+                }
+            }
+        }
+        let _ = pipe_w.shutdown().await;
+    });
+    theirs
+}

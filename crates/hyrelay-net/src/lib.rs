@@ -7,6 +7,6 @@ pub mod stream;
 pub mod tls;
 pub mod ws;
 
-pub use bytesplice::{splice_bytes, splice_ws_bytes};
+pub use bytesplice::{splice_bytes, splice_ws_bytes, ws_as_bytes};
 pub use splice::{splice, Leg, SpliceEnd, SpliceReport};
 pub use stream::Stream;

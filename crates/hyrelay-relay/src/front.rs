@@ -179,12 +179,16 @@ async fn connect_to_nettcp(
             let Ok(leg) = into_leg(up) else { return };
             tracing::info!(path = %path, "Hybrid Connections sender joined a NetTcpRelay listener");
             relay2.counters.connects.fetch_add(1, Ordering::Relaxed);
-            let rep = hyrelay_net::splice_ws_bytes(leg, listener, Bytes::new()).await;
+            let (up, down) = crate::wcf_nettcp::splice_ws_conn(leg, listener).await;
             relay2
                 .counters
                 .bytes
-                .fetch_add(rep.a_to_b + rep.b_to_a, Ordering::Relaxed);
-            tracing::debug!(end = ?rep.end, "sender ⇄ NetTcpRelay listener ended");
+                .fetch_add(up + down, Ordering::Relaxed);
+            tracing::debug!(
+                sent = up,
+                received = down,
+                "sender ⇄ NetTcpRelay listener ended"
+            );
         }
         .in_current_span(),
     );
@@ -394,7 +398,7 @@ async fn dispatch(relay: Arc<Relay>, conn: ConnInfo, req: Request<Incoming>) -> 
         }
     }
     if target.starts_with("/$servicebus/websocket") {
-        return servicebus_websocket(relay, req).await;
+        return servicebus_websocket(relay, req, conn.remote).await;
     }
     if target.starts_with("/$hyrelay/") || target == "/$hyrelay" {
         return crate::mgmt::handle(relay, conn, req, &host).await;
@@ -1112,7 +1116,11 @@ pub async fn relay_internal_post(
 
 /// `/$servicebus/websocket`: the WCF Relay's WebSocket transports. `wsrelayedamqp` (listener
 /// registration) is served; `wsrelayedconnection` and `wsrelayedoneway` are not yet.
-async fn servicebus_websocket(relay: Arc<Relay>, mut req: Request<Incoming>) -> Response<Body> {
+async fn servicebus_websocket(
+    relay: Arc<Relay>,
+    mut req: Request<Incoming>,
+    remote: SocketAddr,
+) -> Response<Body> {
     let Some(registry) = relay.wcf.get().cloned() else {
         return reply(
             404,
@@ -1123,13 +1131,20 @@ async fn servicebus_websocket(relay: Arc<Relay>, mut req: Request<Incoming>) -> 
         return reply(400, "/$servicebus/websocket needs a WebSocket upgrade");
     }
     let offered = header_str(req.headers(), "sec-websocket-protocol").unwrap_or("");
-    if !offered
-        .split(',')
-        .any(|p| p.trim().eq_ignore_ascii_case("wsrelayedamqp"))
-    {
+    let Some(proto) = ["wsrelayedamqp", "wsrelayedconnection", "wsrelayedoneway"]
+        .into_iter()
+        .find(|p| offered.split(',').any(|o| o.trim().eq_ignore_ascii_case(p)))
+    else {
         return reply(
             400,
-            &format!("Sub-protocol '{offered}' is not served here: only wsrelayedamqp (WCF Relay listener registration) is"),
+            &format!("Sub-protocol '{offered}' is not served here: wsrelayedamqp (listener registration), wsrelayedconnection (NetTcpRelay) and wsrelayedoneway (one-way senders) are"),
+        );
+    };
+    // The listener plane's reconnect-storm limit covers its WebSocket transport too.
+    if proto == "wsrelayedamqp" && !registry.admit(remote.ip()) {
+        return reply(
+            503,
+            "Too many new AMQP connections from this address; retry with a back-off",
         );
     }
     let accept = match ws_accept_key(&req) {
@@ -1139,15 +1154,22 @@ async fn servicebus_websocket(relay: Arc<Relay>, mut req: Request<Incoming>) -> 
     let up = hyper::upgrade::on(&mut req);
     tokio::spawn(
         async move {
-            match up.await {
-                Ok(u) => match into_leg(u) {
-                    Ok(leg) => crate::wcf_amqp::run_websocket(relay, registry, leg).await,
-                    Err(e) => tracing::error!("{e}"),
-                },
-                Err(e) => tracing::debug!("wsrelayedamqp upgrade failed: {e}"),
+            let leg = match up.await.map_err(|e| e.to_string()).and_then(into_leg) {
+                Ok(leg) => leg,
+                Err(e) => {
+                    tracing::debug!("{proto} upgrade failed: {e}");
+                    return;
+                }
+            };
+            match proto {
+                "wsrelayedamqp" => crate::wcf_amqp::run_websocket(relay, registry, leg).await,
+                "wsrelayedconnection" => {
+                    crate::wcf_nettcp::run_websocket(relay, registry, leg, remote).await
+                }
+                _ => crate::wcf_oneway::run_websocket(relay, registry, leg, remote).await,
             }
         }
         .in_current_span(),
     );
-    switching(&accept, Some("wsrelayedamqp"))
+    switching(&accept, Some(proto))
 }

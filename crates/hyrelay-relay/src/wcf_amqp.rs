@@ -75,7 +75,7 @@ impl Default for WcfRegistry {
 
 impl WcfRegistry {
     /// Whether a new connection from `ip` may proceed (and counts it).
-    fn admit(&self, ip: std::net::IpAddr) -> bool {
+    pub(crate) fn admit(&self, ip: std::net::IpAddr) -> bool {
         if !self.storms.allowed(ip, "amqp") {
             let now = Instant::now();
             if let Ok(mut m) = self.storm_logged.lock() {

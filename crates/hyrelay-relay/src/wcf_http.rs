@@ -20,7 +20,6 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyrelay_net::Stream;
 use hyrelay_nmf::{ClientConfig, ClientEvent, ClientSession, Encoding, Limits, Mode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -76,7 +75,11 @@ fn timestamp() -> String {
 }
 
 /// One request/response on a new session with the listener's stream.
-async fn exchange(mut s: Stream, via: &str, envelope: &[u8]) -> Result<Vec<u8>, String> {
+async fn exchange(
+    mut s: crate::wcf_nettcp::Conn,
+    via: &str,
+    envelope: &[u8],
+) -> Result<Vec<u8>, String> {
     let mut c = ClientSession::new(
         ClientConfig {
             mode: Mode::SingletonUnsized,

@@ -41,8 +41,100 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A client waiting for its listener's `RelayedAccept`.
 pub struct PendingRelayed {
-    pub(crate) tx: oneshot::Sender<Stream>,
+    pub(crate) tx: oneshot::Sender<Conn>,
     pub(crate) expires: Instant,
+}
+
+/// One leg of a NetTcpRelay connection: TCP/TLS on 9352, or a `wsrelayedconnection`
+/// WebSocket seen as bytes.
+pub enum Conn {
+    /// Port 9352 (clear or TLS after the flag byte).
+    Stream(Stream),
+    /// `wss://…/$servicebus/websocket`, sub-protocol `wsrelayedconnection`.
+    Ws(tokio::io::DuplexStream),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Stream(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Conn::Ws(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Stream(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Conn::Ws(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Stream(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Conn::Ws(s) => std::pin::Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Stream(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Conn::Ws(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+impl Conn {
+    /// Resets a TCP leg (a WebSocket leg is just dropped).
+    fn abort(self) {
+        if let Conn::Stream(s) = &self {
+            hyrelay_net::stream::abort_fd(s.raw_fd());
+        }
+    }
+}
+
+/// Joins two legs: the zero-copy-ish byte splice when both are sockets, a generic copy when
+/// one is a WebSocket. Returns the bytes moved each way.
+pub async fn splice_conns(a: Conn, b: Conn) -> (u64, u64) {
+    match (a, b) {
+        (Conn::Stream(a), Conn::Stream(b)) => {
+            let r = hyrelay_net::splice_bytes(a, Bytes::new(), b, Bytes::new()).await;
+            (r.a_to_b, r.b_to_a)
+        }
+        (mut a, mut b) => tokio::io::copy_bidirectional(&mut a, &mut b)
+            .await
+            .unwrap_or((0, 0)),
+    }
+}
+
+/// Joins a Hybrid Connections WebSocket leg with a NetTcpRelay leg.
+pub async fn splice_ws_conn(ws: hyrelay_net::Leg, c: Conn) -> (u64, u64) {
+    match c {
+        Conn::Stream(s) => {
+            let r = hyrelay_net::splice_ws_bytes(ws, s, Bytes::new()).await;
+            (r.a_to_b, r.b_to_a)
+        }
+        Conn::Ws(mut d) => {
+            let mut w = hyrelay_net::ws_as_bytes(ws);
+            tokio::io::copy_bidirectional(&mut w, &mut d)
+                .await
+                .unwrap_or((0, 0))
+        }
+    }
 }
 
 async fn read_lp<R: AsyncRead + Unpin>(
@@ -229,7 +321,7 @@ async fn run(
         };
         Ok(Some((via, stream, env)))
     };
-    let (via, mut stream, env) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+    let (via, stream, env) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
         Err(_) => {
             return Err(format!(
                 "no complete NetTcpRelay handshake within {HANDSHAKE_TIMEOUT:?}; closed"
@@ -239,6 +331,55 @@ async fn run(
         Ok(Ok(None)) => return Ok(()),
         Ok(Ok(Some(x))) => x,
     };
+    dispatch(
+        relay,
+        registry,
+        Conn::Stream(stream),
+        Some(via),
+        env,
+        remote,
+    )
+    .await
+}
+
+/// Serves one `wsrelayedconnection` WebSocket (from `/$servicebus/websocket`): the same
+/// exchange as on 9352 after the preamble (no `connect`, target URI or flag byte), the
+/// length prefix and the envelope possibly in separate frames.
+pub async fn run_websocket(
+    relay: Arc<Relay>,
+    registry: Arc<WcfRegistry>,
+    leg: hyrelay_net::Leg,
+    remote: SocketAddr,
+) {
+    let mut conn = Conn::Ws(hyrelay_net::ws_as_bytes(leg));
+    let env = match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        read_lp(&mut conn, MAX_CONTROL, "rendezvous message"),
+    )
+    .await
+    {
+        Ok(Ok(e)) => e,
+        Ok(Err(e)) => {
+            tracing::info!(peer = %remote, "wsrelayedconnection: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    if let Err(e) = dispatch(relay, registry, conn, None, env, remote).await {
+        tracing::info!(peer = %remote, "{e}");
+    }
+}
+
+/// The first envelope decides the role: `RelayedConnect` (client) or `RelayedAccept`
+/// (listener).
+async fn dispatch(
+    relay: Arc<Relay>,
+    registry: Arc<WcfRegistry>,
+    mut stream: Conn,
+    via: Option<String>,
+    env: Vec<u8>,
+    remote: SocketAddr,
+) -> Result<(), String> {
     let xml = match from_msbin1(&env) {
         Ok(x) => x,
         Err(e) => {
@@ -260,7 +401,18 @@ async fn run(
         <[Option<String>; 2]>::try_from(texts(&xml, &["Action", "MessageID"])).unwrap_or_default();
     let action = action.unwrap_or_default();
     match action_word(&action) {
-        "RelayedConnect" => client(relay, registry, stream, via, xml, message_id, remote).await,
+        "RelayedConnect" => {
+            client(
+                relay,
+                registry,
+                stream,
+                via.unwrap_or_default(),
+                xml,
+                message_id,
+                remote,
+            )
+            .await
+        }
         "RelayedAccept" => accept(registry, stream, xml, message_id).await,
         _ => {
             let reason = format!(
@@ -277,7 +429,7 @@ async fn run(
 }
 
 async fn refuse(
-    stream: &mut Stream,
+    stream: &mut Conn,
     id: Option<&str>,
     code: &str,
     reason: String,
@@ -291,7 +443,7 @@ async fn refuse(
 async fn client(
     relay: Arc<Relay>,
     registry: Arc<WcfRegistry>,
-    mut stream: Stream,
+    mut stream: Conn,
     via: String,
     xml: String,
     msg_id: Option<String>,
@@ -369,10 +521,13 @@ async fn client(
                 .map_err(|e| format!("client left before RelayedConnectReply: {e}"))?;
             tracing::info!(path = %path, client = %remote, "NetTcpRelay client joined a Hybrid Connections listener");
             c.connects.fetch_add(1, Ordering::Relaxed);
-            let rep = hyrelay_net::splice_ws_bytes(leg, stream, Bytes::new()).await;
-            c.bytes
-                .fetch_add(rep.a_to_b + rep.b_to_a, Ordering::Relaxed);
-            tracing::debug!(end = ?rep.end, "NetTcpRelay client ⇄ Hybrid Connections listener ended");
+            let (up, down) = splice_ws_conn(leg, stream).await;
+            c.bytes.fetch_add(up + down, Ordering::Relaxed);
+            tracing::debug!(
+                sent = down,
+                received = up,
+                "NetTcpRelay client ⇄ Hybrid Connections listener ended"
+            );
             return Ok(());
         }
     }
@@ -387,11 +542,10 @@ async fn client(
     tracing::info!(path = %path, client = %remote, "NetTcpRelay connection established");
     c.connects.fetch_add(1, Ordering::Relaxed);
     c.active_connections.fetch_add(1, Ordering::Relaxed);
-    let rep = hyrelay_net::splice_bytes(stream, Bytes::new(), listener, Bytes::new()).await;
+    let (sent, received) = splice_conns(stream, listener).await;
     c.active_connections.fetch_sub(1, Ordering::Relaxed);
-    c.bytes
-        .fetch_add(rep.a_to_b + rep.b_to_a, Ordering::Relaxed);
-    tracing::debug!(end = ?rep.end, sent = rep.a_to_b, received = rep.b_to_a, "NetTcpRelay connection ended");
+    c.bytes.fetch_add(sent + received, Ordering::Relaxed);
+    tracing::debug!(sent, received, "NetTcpRelay connection ended");
     Ok(())
 }
 
@@ -413,7 +567,7 @@ pub async fn offer_relayed(
     target: &str,
     host: &str,
     listener_type: &str,
-) -> Result<Stream, (&'static str, String)> {
+) -> Result<Conn, (&'static str, String)> {
     let path = key.split_once('/').map(|(_, p)| p).unwrap_or(key);
     let Some(adv) = registry.advertise.get() else {
         return Err((
@@ -460,7 +614,7 @@ pub async fn offer_relayed(
 
 async fn accept(
     registry: Arc<WcfRegistry>,
-    mut stream: Stream,
+    mut stream: Conn,
     xml: String,
     msg_id: Option<String>,
 ) -> Result<(), String> {
@@ -486,7 +640,7 @@ async fn accept(
     .await
     .map_err(|e| format!("listener left before RelayedAcceptReply: {e}"))?;
     if let Err(s) = p.tx.send(stream) {
-        hyrelay_net::stream::abort_fd(s.raw_fd());
+        s.abort();
         return Err(format!(
             "rendezvous '{id}': the client left before its listener accepted"
         ));

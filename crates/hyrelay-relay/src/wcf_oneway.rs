@@ -137,7 +137,7 @@ pub async fn serve(
         let registry = registry.clone();
         let tls = tls.clone();
         tokio::spawn(
-            run(relay, registry, tcp, tls)
+            run(relay, registry, Box::new(tcp), remote, tls)
                 .instrument(tracing::info_span!("oneway", peer = %remote)),
         );
     }
@@ -202,16 +202,31 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Rewind<S> {
     }
 }
 
+/// Serves one `wsrelayedoneway` WebSocket (from `/$servicebus/websocket`): the same NMF
+/// session as on 9350, the WebSocket carrying its bytes.
+pub async fn run_websocket(
+    relay: Arc<Relay>,
+    registry: Arc<WcfRegistry>,
+    leg: hyrelay_net::Leg,
+    remote: std::net::SocketAddr,
+) {
+    run(
+        relay,
+        registry,
+        Box::new(hyrelay_net::ws_as_bytes(leg)),
+        remote,
+        None,
+    )
+    .await
+}
+
 async fn run(
     relay: Arc<Relay>,
     registry: Arc<WcfRegistry>,
-    tcp: tokio::net::TcpStream,
+    mut tcp: Box<dyn Duplex>,
+    remote: std::net::SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
-    let remote = tcp
-        .peer_addr()
-        .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-    let mut tcp: Box<dyn Duplex> = Box::new(tcp);
     let t0 = Instant::now();
     let mut sess = ServerSession::new(
         NmfLimits {
