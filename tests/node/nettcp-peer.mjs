@@ -210,3 +210,32 @@ export async function serveSingletonUnsized(sock, answer) {
   sock.end(Buffer.from([0x07]));
   return { request, via, mode: head[4], encoding: enc[1], end: end[0] };
 }
+
+export const nmfString = (type, str) => { const b = Buffer.from(str); return Buffer.concat([Buffer.from([type]), mb31(b.length), b]); };
+export const onewayPreamble = (via) => Buffer.concat([Buffer.from([0, 1, 0, 1, 2]), nmfString(2, via), Buffer.from([3, 8])]);
+
+// A clean-room NMF one-way sender (from [MC-NMF] and known.md 5.4; envelopes encoded by the
+// project's codec with empty session tables): after the preamble start (and any upgrade),
+// PreambleEnd, Connect with the token, one message whose <Sender> is `tag`, End. Resolves with
+// the text of the relay's answer to the message (the first answer, to Connect, must be
+// ConnectReply).
+export async function onewaySession(sock, r, via, token, tag) {
+  sock.write(Buffer.from([0x0c]));
+  if ((await r.take(1))[0] !== 0x0b) throw new Error('no PreambleAck');
+  const wsse = 'http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd';
+  const env = (action, header, body) => `<s:Envelope xmlns:s="${SOAP}" xmlns:a="${WSA}"><s:Header><a:Action s:mustUnderstand="1">${action}</a:Action>${header}<a:MessageID>urn:uuid:${crypto.randomUUID()}</a:MessageID><a:To s:mustUnderstand="1">${via}</a:To></s:Header><s:Body>${body}</s:Body></s:Envelope>`;
+  const tokenHeader = `<RelayAccessToken xmlns="${CONNECT_NS}"><wsse:BinarySecurityToken xmlns:wsse="${wsse}" ValueType="http://schemas.xmlsoap.org/ws/2009/11/swt-token-profile-1.0" EncodingType="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary">${Buffer.from(token).toString('base64')}</wsse:BinarySecurityToken></RelayAccessToken>`;
+  const send = async (xml) => {
+    const payload = Buffer.concat([Buffer.from([0]), encode(xml)]);
+    sock.write(Buffer.concat([Buffer.from([6]), mb31(payload.length), payload]));
+    if ((await r.take(1))[0] !== 6) throw new Error('no sized envelope back');
+    return r.take(await readMb31(r));
+  };
+  const first = await send(env(`${CONNECT_NS}/Connect`, tokenHeader, `<Connect xmlns="${CONNECT_NS}"><Uri>${via}</Uri></Connect>`));
+  const connectReply = execFileSync(BIN, ['nbfx', 'decode', '--session'], { input: first }).toString();
+  if (!/connect\/ConnectReply/.test(connectReply)) throw new Error(`Connect refused: ${connectReply}`);
+  // Later answers use the session's strings: read them as bytes (names of faults are inline).
+  const second = await send(env('http://contoso.example/audit/Record', '', `<Record xmlns="http://contoso.example/audit"><Sender>${tag}</Sender></Record>`));
+  sock.write(Buffer.from([7]));
+  return second.toString('latin1');
+}

@@ -383,3 +383,51 @@ test('wsrelayedconnection: client and listener both over wss://…/$servicebus/w
   sock.destroy();
   l.conn.close(); l2.conn.close();
 });
+
+test('[wcf_relay] switches: extensions = false keeps the faces apart; without_listener = "drop" acknowledges one-way messages nobody hears', async () => {
+  const d2 = fs.mkdtempSync(path.join(os.tmpdir(), 'hyrelay-nettcp-strict-'));
+  const [a2, n2, o2] = [await freePort(), await freePort(), await freePort()];
+  const r2 = await startConfiguredRelay(d2, `
+data_dir = "${d2}/data"
+[listen]
+http = "127.0.0.1:0"
+[wcf_relay]
+amqp = "127.0.0.1:${a2}"
+nettcp = "127.0.0.1:${n2}"
+oneway = "127.0.0.1:${o2}"
+extensions = false
+without_listener = "drop"
+[[namespaces]]
+name = "contoso"
+hosts = ["${HOST}", "127.0.0.1", "localhost"]
+  [[namespaces.rules]]
+  name = "RootManageSharedAccessKey"
+  rights = ["listen", "send", "manage"]
+  primary_key = "${KEY}"
+  [[namespaces.hybrid_connections]]
+  name = "migrated"
+`, /hyrelay ready: (\S+) .*nettcp=/);
+  try {
+    const ca2 = fs.readFileSync(path.join(d2, 'data', 'ca.pem'));
+    HycoWS.createRelayBaseUri = (ns, p) => `ws://${ns}/$hc/${p}`;
+    const uri2 = HycoWS.createRelayListenUri(r2.match[1], 'migrated');
+    const server = HycoWS.createRelayedServer({ server: uri2, token: () => HycoWS.createRelayToken(uri2, 'RootManageSharedAccessKey', KEY) }, (ws) => ws.on('message', (m) => ws.send(m)));
+    await new Promise((resolve) => server.on('listening', resolve));
+    await assert.rejects(peer.connect({ port: n2, uri: uri('migrated'), token: token('migrated'), ca: ca2 }), (e) => e.code === 'EndpointNotFoundFault');
+    server.close();
+    // A one-way message to a path nobody listens on: acknowledged (SendReply), dropped.
+    const s = net.connect(o2, '127.0.0.1');
+    await new Promise((r) => s.once('connect', r));
+    const r = new peer.Reader(s);
+    s.resume();
+    s.write(peer.onewayPreamble(`sb://${HOST}/nobody-listens`));
+    const reply = await peer.onewaySession(s, r, `sb://${HOST}/nobody-listens`, token('nobody-listens'), 'D#1');
+    assert.match(reply, /connect\/SendReply/);
+    assert.doesNotMatch(reply, /Fault/);
+    s.destroy();
+  } finally {
+    r2.child.kill('SIGTERM');
+    await new Promise((r) => r2.child.once('exit', r));
+    fs.rmSync(d2, { recursive: true, force: true });
+  }
+});

@@ -13,6 +13,7 @@ import crypto from 'node:crypto';
 import { createRequire } from 'node:module';
 import { BIN, PEERS, root, sasToken, sleep } from './harness.mjs';
 import { freePort, startConfiguredRelay } from './gateways.mjs';
+import * as peerMod from './nettcp-peer.mjs';
 
 const require = createRequire(import.meta.url);
 const rhea = require(path.join(PEERS, 'rhea'));
@@ -240,33 +241,11 @@ test('both faces: a legacy one-way sender reaches a Hybrid Connections HTTP list
   server.close();
 });
 
-// A clean-room NMF one-way sender (from [MC-NMF] and the notes; envelopes encoded by the
-// project's codec with empty session tables): after the preamble (and any upgrade), End
-// the preamble, Connect with a token, send one message tagged `tag`, End.
-const mb31 = (n) => { const o = []; do { let b = n & 0x7f; n >>>= 7; if (n) b |= 0x80; o.push(b); } while (n); return Buffer.from(o); };
-const nmfString = (type, s) => { const b = Buffer.from(s); return Buffer.concat([Buffer.from([type]), mb31(b.length), b]); };
-const preambleStart = (via) => Buffer.concat([Buffer.from([0, 1, 0, 1, 2]), nmfString(2, via), Buffer.from([3, 8])]);
+// The clean-room NMF one-way sender lives in nettcp-peer.mjs (onewaySession).
+const preambleStart = (via) => peerMod.onewayPreamble(via);
 async function onewaySession(sock, r, p, tag) {
-  const { encode, CONNECT_NS } = await import('./nettcp-peer.mjs');
-  const via = `sb://contoso.relay.local/${p}`;
-  sock.write(Buffer.from([0x0c]));
-  assert.deepEqual([...(await r.take(1))], [0x0b], 'PreambleAck');
-  const wsse = 'http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd';
-  const env = (action, header, body) => `<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://www.w3.org/2005/08/addressing"><s:Header><a:Action s:mustUnderstand="1">${action}</a:Action>${header}<a:MessageID>urn:uuid:${crypto.randomUUID()}</a:MessageID><a:To s:mustUnderstand="1">${via}</a:To></s:Header><s:Body>${body}</s:Body></s:Envelope>`;
-  const tokenHeader = `<RelayAccessToken xmlns="${CONNECT_NS}"><wsse:BinarySecurityToken xmlns:wsse="${wsse}" ValueType="http://schemas.xmlsoap.org/ws/2009/11/swt-token-profile-1.0" EncodingType="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary">${Buffer.from(token(p)).toString('base64')}</wsse:BinarySecurityToken></RelayAccessToken>`;
-  const send = async (xml) => {
-    const payload = Buffer.concat([Buffer.from([0]), encode(xml)]);
-    sock.write(Buffer.concat([Buffer.from([6]), mb31(payload.length), payload]));
-    assert.deepEqual([...(await r.take(1))], [6], 'a sized envelope comes back');
-    let size = 0;
-    for (let shift = 0; ; shift += 7) { const b = (await r.take(1))[0]; size |= (b & 0x7f) << shift; if (!(b & 0x80)) break; }
-    return r.take(size);
-  };
-  const first = await send(env(`${CONNECT_NS}/Connect`, tokenHeader, `<Connect xmlns="${CONNECT_NS}"><Uri>${via}</Uri></Connect>`));
-  assert.match(execFileSync(BIN, ['nbfx', 'decode', '--session'], { input: first }).toString(), /connect\/ConnectReply/);
-  const second = await send(env('http://contoso.example/audit/Record', '', `<Record xmlns="http://contoso.example/audit"><Sender>${tag}</Sender></Record>`));
-  assert.doesNotMatch(second.toString('latin1'), /Fault/);
-  sock.write(Buffer.from([7]));
+  const reply = await peerMod.onewaySession(sock, r, `sb://contoso.relay.local/${p}`, token(p), tag);
+  assert.doesNotMatch(reply, /Fault/);
 }
 
 // Port 9351: the same one-way session after the NMF `application/ssl-tls` upgrade. Mono has no
@@ -278,7 +257,7 @@ test('port 9351: a sender upgrades to TLS inside the framing preamble, connects 
   const sub = await subscribe('secure-audit', 'Unicast');
   const raw = net.connect(onewayTlsPort, '127.0.0.1');
   await new Promise((r) => raw.once('connect', r));
-  raw.write(Buffer.concat([preambleStart('sb://contoso.relay.local/secure-audit'), nmfString(9, 'application/ssl-tls')]));
+  raw.write(Buffer.concat([preambleStart('sb://contoso.relay.local/secure-audit'), peerMod.nmfString(9, 'application/ssl-tls')]));
   const r0 = new Reader(raw);
   assert.deepEqual([...(await r0.take(1))], [0x0a], 'UpgradeResponse');
   r0.release();

@@ -113,6 +113,26 @@ pub struct WcfRelaySection {
     pub sbmp: Option<SocketAddr>,
     /// 5671.
     pub amqp: Option<SocketAddr>,
+    /// The paths between the two faces that Azure does not have (one-way → Hybrid
+    /// Connections HTTP listener, NetTcpRelay ⇄ Hybrid Connections). Default on.
+    #[serde(default = "yes")]
+    pub extensions: bool,
+    /// A one-way message with no listener on its path: `fault` (EndpointNotFoundFault, the
+    /// default) or `drop` (acknowledged and dropped, as Azure may do for NetEvent). Both are
+    /// inferred.
+    #[serde(default)]
+    pub without_listener: WithoutListener,
+}
+
+/// `[wcf_relay] without_listener`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WithoutListener {
+    /// EndpointNotFoundFault.
+    #[default]
+    Fault,
+    /// SendReply, message dropped.
+    Drop,
 }
 
 /// `[limits]`.

@@ -139,7 +139,7 @@ async fn connect_to_nettcp(
         ns.name.to_ascii_lowercase(),
         path.to_ascii_lowercase()
     );
-    if !registry.has_listener_type(&key, "RelayedConnection") {
+    if !registry.extensions_on() || !registry.has_listener_type(&key, "RelayedConnection") {
         return None;
     }
     let token = token_from(&t, req.headers());

@@ -55,6 +55,10 @@ pub struct WcfRegistry {
     rendezvous: Mutex<HashMap<String, crate::wcf_nettcp::PendingRelayed>>,
     /// What NetTcpRelay listeners are told to dial (set when the 9352 socket is served).
     pub advertise: std::sync::OnceLock<crate::wcf_nettcp::Advertise>,
+    /// `[wcf_relay] extensions`: the paths between the two faces.
+    pub extensions: std::sync::atomic::AtomicBool,
+    /// `[wcf_relay] without_listener = "drop"`.
+    pub drop_without_listener: std::sync::atomic::AtomicBool,
 }
 
 impl Default for WcfRegistry {
@@ -69,11 +73,25 @@ impl Default for WcfRegistry {
             storm_logged: Mutex::default(),
             rendezvous: Mutex::default(),
             advertise: std::sync::OnceLock::new(),
+            extensions: std::sync::atomic::AtomicBool::new(true),
+            drop_without_listener: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
 
 impl WcfRegistry {
+    /// Applies the `[wcf_relay]` switches for inferred and extension behaviour.
+    pub fn configure(&self, extensions: bool, drop_without_listener: bool) {
+        self.extensions.store(extensions, Ordering::Relaxed);
+        self.drop_without_listener
+            .store(drop_without_listener, Ordering::Relaxed);
+    }
+
+    /// Whether the paths between the faces are on.
+    pub fn extensions_on(&self) -> bool {
+        self.extensions.load(Ordering::Relaxed)
+    }
+
     /// Whether a new connection from `ip` may proceed (and counts it).
     pub(crate) fn admit(&self, ip: std::net::IpAddr) -> bool {
         if !self.storms.allowed(ip, "amqp") {

@@ -493,7 +493,7 @@ async fn client(
         path.to_ascii_lowercase()
     );
     let c = &relay.counters;
-    if !registry.has_listener_type(&key, "RelayedConnection") {
+    if !registry.has_listener_type(&key, "RelayedConnection") && registry.extensions_on() {
         if let Some((hc, _)) = ns.find_hc(&path) {
             // No NetTcpRelay listener, but a hybrid connection of that name: its listener
             // gets an ordinary accept (the migration path between the faces, an extension).

@@ -474,7 +474,11 @@ async fn handle_message(
         if registry.deliver(&key, wrapped) == 0 {
             // No WCF Relay listener: a Hybrid Connection of that name gets the message as
             // a SOAP 1.2 POST (extension: the migration path between the two faces).
-            if let Some(hc) = ns.hc(&s.path).map(|h| h.name.clone()) {
+            let hc = ns
+                .hc(&s.path)
+                .map(|h| h.name.clone())
+                .filter(|_| registry.extensions_on());
+            if let Some(hc) = hc {
                 let ct = format!(
                     "application/soap+xml; charset=utf-8; action=\"{}\"",
                     action.replace('"', "")
@@ -498,6 +502,13 @@ async fn handle_message(
                     ),
                     Err(e) => fault_xml(&id, "EndpointNotFoundFault", &e),
                 });
+            }
+            if registry
+                .drop_without_listener
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::debug!(path = %s.path, "no listener: message acknowledged and dropped ([wcf_relay] without_listener = \"drop\")");
+                return Some(reply_xml(&format!("{CONNECT_NS}/SendReply"), &id, ""));
             }
             return Some(fault_xml(
                 &id,

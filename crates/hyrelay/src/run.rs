@@ -347,7 +347,11 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
     }
     let mut amqp_bound = None;
     let registry = Arc::new(hyrelay_relay::wcf_amqp::WcfRegistry::default());
-    if cfg.wcf_relay.is_some() {
+    if let Some(w) = &cfg.wcf_relay {
+        registry.configure(
+            w.extensions,
+            w.without_listener == hyrelay_relay::config::WithoutListener::Drop,
+        );
         let _ = relay.wcf.set(registry.clone());
     }
     let mut oneway_bound = None;
