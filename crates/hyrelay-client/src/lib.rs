@@ -19,6 +19,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyrelay_hc::sas;
 use hyrelay_hc::ConnectionString;
+#[cfg(target_os = "linux")]
+use hyrelay_net::kernel;
 use hyrelay_net::splice::{split, ReadSide, WriteSide};
 use hyrelay_net::ws::{client_handshake, FrameReader, FrameWriter, Role};
 use hyrelay_net::Stream;
@@ -330,10 +332,16 @@ impl RelayEndpoint {
             });
         }
         let protocol = hs.header("sec-websocket-protocol").map(str::to_string);
+        // Nobody between us and the relay can read the stream inside TLS or on loopback, so
+        // the zero masking key is safe there (see `FrameWriter::set_zero_mask`).
+        let private =
+            stream.is_tls() || stream.tcp().peer_addr().is_ok_and(|a| a.ip().is_loopback());
         let (r, w) = split(stream);
+        let mut writer = FrameWriter::new(w, Role::Client);
+        writer.set_zero_mask(private);
         Ok(RelayedConnection {
             reader: FrameReader::new(r, hs.leftover, Role::Client, u64::MAX >> 1),
-            writer: FrameWriter::new(w, Role::Client),
+            writer,
             protocol,
         })
     }
@@ -870,6 +878,151 @@ where
 {
     let fd = stream.as_raw_fd();
     pipe_inner(conn, stream, Some(fd)).await
+}
+
+/// [`pipe_socket`] for a TCP socket. Where both sockets are plain TCP (Linux) and payloads
+/// cross untouched (loopback or the relay's TLS is not in play), bulk data never enters user
+/// space: the kernel splices it between the sockets and only frame headers are written here.
+/// Small messages keep the ordinary path (one read, one write), so latency does not suffer.
+pub async fn pipe_tcp(
+    conn: RelayedConnection,
+    stream: tokio::net::TcpStream,
+) -> Result<PipeReport, ClientError> {
+    #[cfg(target_os = "linux")]
+    {
+        let plain = matches!(conn.reader.get_ref(), ReadSide::Plain(_))
+            && matches!(conn.writer.get_ref(), WriteSide::Plain(_))
+            && conn.writer.payload_untouched();
+        if plain {
+            return pipe_kernel(conn, stream).await;
+        }
+    }
+    pipe_socket(conn, stream).await
+}
+
+#[cfg(target_os = "linux")]
+async fn pipe_kernel(
+    conn: RelayedConnection,
+    stream: tokio::net::TcpStream,
+) -> Result<PipeReport, ClientError> {
+    // Pipes are made when bulk data first shows up (short connections never need them); if
+    // the process is out of descriptors, that direction keeps the ordinary path.
+    let (mut pipe_up, mut pipe_down) = (None::<kernel::Pipe>, None::<kernel::Pipe>);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    let RelayedConnection {
+        mut reader, writer, ..
+    } = conn;
+    let writer = Arc::new(tokio::sync::Mutex::new(writer));
+    let (mut sr, mut sw) = stream.into_split();
+    let w2 = writer.clone();
+    let (sr_ref, sw_ref) = (&mut sr, &mut sw);
+    let up = async move {
+        let sr = sr_ref;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut n_total = 0u64;
+        // Start on the ordinary path; a read that fills the whole buffer says bulk is flowing.
+        let mut bulk = false;
+        loop {
+            if !bulk {
+                let n = sr.read(&mut buf).await?;
+                let mut w = w2.lock().await;
+                if n == 0 {
+                    w.close(1000, "Shutdown").await?;
+                    return Ok::<u64, ClientError>(n_total);
+                }
+                w.frame_in_place(true, OpCode::Binary, &mut buf[..n])
+                    .await?;
+                n_total += n as u64;
+                bulk = n == buf.len();
+                continue;
+            }
+            if pipe_up.is_none() {
+                pipe_up = kernel::Pipe::new().ok();
+            }
+            let Some(pipe_up) = pipe_up.as_mut() else {
+                bulk = false;
+                continue;
+            };
+            let cap = pipe_up.capacity();
+            let n = kernel::fill(sr.as_ref(), pipe_up, cap).await?;
+            let mut w = w2.lock().await;
+            if n == 0 {
+                w.close(1000, "Shutdown").await?;
+                return Ok(n_total);
+            }
+            let (hb, hn) = w
+                .untouched_header(true, OpCode::Binary, n)
+                .expect("checked before choosing the kernel path");
+            let WriteSide::Plain(ws) = w.get_ref() else {
+                unreachable!("checked before choosing the kernel path")
+            };
+            kernel::send_more(ws.as_ref(), &hb[..hn]).await?;
+            kernel::drain(ws.as_ref(), pipe_up).await?;
+            n_total += n as u64;
+            bulk = n as u64 >= kernel::MIN_SPLICE;
+        }
+    };
+    let down = async move {
+        let sw = sw_ref;
+        let mut n_total = 0u64;
+        loop {
+            let Some(h) = reader.header().await? else {
+                return Err(ClientError::Io(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "the relayed connection was aborted",
+                )));
+            };
+            match h.opcode {
+                OpCode::Close => {
+                    reader.payload(125).await?;
+                    sw.shutdown().await?;
+                    return Ok(n_total);
+                }
+                OpCode::Ping => {
+                    let p = reader.payload(125).await?;
+                    writer.lock().await.frame(true, OpCode::Pong, &p).await?;
+                }
+                OpCode::Pong => {
+                    reader.payload(125).await?;
+                }
+                _ => {
+                    while let Some(c) = reader.buffered_chunk(256 * 1024) {
+                        sw.write_all(&c).await?;
+                        n_total += c.len() as u64;
+                    }
+                    let rest = reader.remaining();
+                    if rest >= kernel::MIN_SPLICE
+                        && h.mask.is_none_or(|m| m == [0; 4])
+                        && (pipe_down.is_some() || {
+                            pipe_down = kernel::Pipe::new().ok();
+                            pipe_down.is_some()
+                        })
+                    {
+                        let ReadSide::Plain(rs) = reader.get_ref() else {
+                            unreachable!("checked before choosing the kernel path")
+                        };
+                        let p = pipe_down.as_mut().expect("made just above");
+                        kernel::exact(rs.as_ref(), sw.as_ref(), p, rest).await?;
+                        reader.consumed_elsewhere(rest);
+                        n_total += rest;
+                    }
+                    while let Some(c) = reader.chunk(256 * 1024).await? {
+                        sw.write_all(&c).await?;
+                        n_total += c.len() as u64;
+                    }
+                }
+            }
+        }
+    };
+    let res = tokio::try_join!(up, down);
+    match res {
+        Ok((u, d)) => Ok(PipeReport { up: u, down: d }),
+        Err(e) => {
+            // The halves are still alive here, so `fd` is still this socket.
+            hyrelay_net::stream::abort_fd(fd);
+            Err(e)
+        }
+    }
 }
 
 async fn pipe_inner<S>(

@@ -2,6 +2,8 @@
 //! TCP and TLS, rustls set-up, WebSocket frame reading/writing and the frame-by-frame splice.
 
 pub mod bytesplice;
+#[cfg(target_os = "linux")]
+pub mod kernel;
 pub mod splice;
 pub mod stream;
 pub mod tls;

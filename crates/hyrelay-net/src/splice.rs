@@ -210,6 +210,8 @@ async fn pump(
     let mut frame: Option<FrameState> = None;
     let mut guard: Option<tokio::sync::MutexGuard<'_, WriteSide>> = None;
     let mut total: u64 = 0;
+    #[cfg(target_os = "linux")]
+    let (mut kpipe, mut kpipe_ok): (Option<crate::kernel::Pipe>, bool) = (None, true);
 
     loop {
         if start == end {
@@ -326,6 +328,28 @@ async fn pump(
                 total += take as u64;
                 start = pstart + take;
                 let remaining = h.len - take as u64;
+                #[cfg(target_os = "linux")]
+                if remaining >= crate::kernel::MIN_SPLICE
+                    && h.mask.is_none_or(|m| m == [0; 4])
+                    && kpipe_ok
+                {
+                    // The rest of an unmasked (or zero-masked) payload needs no change: the
+                    // kernel moves it socket to socket without a copy through user space.
+                    if let (ReadSide::Plain(rh), WriteSide::Plain(wh)) = (&r, &*g) {
+                        if kpipe.is_none() {
+                            kpipe = crate::kernel::Pipe::new().ok();
+                            kpipe_ok = kpipe.is_some();
+                        }
+                        if let Some(p) = kpipe.as_mut() {
+                            if let Some(bb) = buf.take() {
+                                give_buf(bb);
+                            }
+                            crate::kernel::exact(rh.as_ref(), wh.as_ref(), p, remaining).await?;
+                            total += remaining;
+                            continue;
+                        }
+                    }
+                }
                 if remaining > 0 {
                     frame = Some(FrameState {
                         mask: h.mask,
@@ -412,5 +436,129 @@ pub async fn splice(a: Leg, b: Leg) -> SpliceReport {
                 b_to_a: r2.unwrap_or(0),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::{FrameReader, FrameWriter, Role};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// (the relay's end, the client's end) of one leg.
+    async fn leg() -> (Stream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        (Stream::Plain(s), c)
+    }
+
+    fn payload(seed: u32, len: usize) -> Vec<u8> {
+        (0..len as u32)
+            .map(|i| (i.wrapping_mul(seed) >> 3) as u8)
+            .collect()
+    }
+
+    // Frames as a client sends them: big zero-masked ones take the kernel path in the relay,
+    // randomly masked and small ones the copying path; all must arrive unmasked, whole, in
+    // order, whatever path carried them.
+    #[tokio::test]
+    async fn mixed_frames_cross_byte_exact_both_ways() {
+        let (ra, ca) = leg().await;
+        let (rb, cb) = leg().await;
+        let relay = tokio::spawn(splice(
+            Leg {
+                stream: ra,
+                leftover: Bytes::new(),
+            },
+            Leg {
+                stream: rb,
+                leftover: Bytes::new(),
+            },
+        ));
+        let sizes = [3 << 20, 10, 200_000, 70_000, 1, 1 << 20, 16 * 1024, 65_535];
+        let send = |w: tokio::net::tcp::OwnedWriteHalf, seed: u32| async move {
+            let mut w = FrameWriter::new(w, Role::Client);
+            for (i, n) in sizes.iter().enumerate() {
+                // Even frames with the zero key, odd ones with a random key.
+                w.set_zero_mask(i % 2 == 0);
+                w.frame(true, OpCode::Binary, &payload(seed + i as u32, *n))
+                    .await
+                    .unwrap();
+            }
+            w.close(1000, "done").await.unwrap();
+            w
+        };
+        let recv = |r: tokio::net::tcp::OwnedReadHalf, seed: u32| async move {
+            let mut fr = FrameReader::new(r, Bytes::new(), Role::Client, u64::MAX >> 1);
+            for (i, n) in sizes.iter().enumerate() {
+                let f = fr.frame(8 << 20).await.unwrap().unwrap();
+                assert_eq!(f.header.opcode, OpCode::Binary);
+                assert!(
+                    f.payload == payload(seed + i as u32, *n),
+                    "frame {i} differs"
+                );
+            }
+            let f = fr.frame(125).await.unwrap().unwrap();
+            assert_eq!(f.header.opcode, OpCode::Close);
+        };
+        // Each client end sends its frames while reading what the other end sent.
+        let (a_r, a_w) = ca.into_split();
+        let (b_r, b_w) = cb.into_split();
+        let (_wa, _wb, (), ()) =
+            tokio::join!(send(a_w, 7), send(b_w, 13), recv(b_r, 7), recv(a_r, 13));
+        let rep = relay.await.unwrap();
+        assert_eq!(rep.end, SpliceEnd::Closed);
+        let total: u64 = sizes.iter().map(|n| *n as u64).sum();
+        assert_eq!((rep.a_to_b, rep.b_to_a), (total, total));
+    }
+
+    // A leg that ends inside a big zero-masked frame (the kernel path) aborts the other leg:
+    // its reader sees an error, never a clean end after a short frame.
+    #[tokio::test]
+    async fn a_frame_cut_short_in_the_kernel_path_aborts_the_other_leg() {
+        let (ra, ca) = leg().await;
+        let (rb, cb) = leg().await;
+        let relay = tokio::spawn(splice(
+            Leg {
+                stream: ra,
+                leftover: Bytes::new(),
+            },
+            Leg {
+                stream: rb,
+                leftover: Bytes::new(),
+            },
+        ));
+        let (_ca_r, ca_w) = ca.into_split();
+        let mut w = FrameWriter::new(ca_w, Role::Client);
+        w.set_zero_mask(true);
+        // Header for 1 MiB, then only 300 KB of it, then the socket closes.
+        let (hb, hn) = w.untouched_header(true, OpCode::Binary, 1 << 20).unwrap();
+        let inner = w.get_mut();
+        inner.write_all(&hb[..hn]).await.unwrap();
+        inner.write_all(&vec![5u8; 300_000]).await.unwrap();
+        drop(w);
+        drop(_ca_r);
+        let (cb_r, _cb_w) = cb.into_split();
+        let mut fr = FrameReader::new(cb_r, Bytes::new(), Role::Client, u64::MAX >> 1);
+        let h = fr.header().await.unwrap().unwrap();
+        assert_eq!(h.len, 1 << 20);
+        let mut got = 0usize;
+        let err = loop {
+            match fr.chunk(1 << 20).await {
+                Ok(Some(c)) => got += c.len(),
+                Ok(None) => panic!("the frame ended cleanly after {got} bytes"),
+                Err(e) => break e,
+            }
+        };
+        assert!(got <= 300_000, "{got}");
+        assert!(
+            matches!(
+                err.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
+            ),
+            "{err}"
+        );
+        assert!(matches!(relay.await.unwrap().end, SpliceEnd::Aborted(_)));
     }
 }

@@ -63,6 +63,45 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         &mut self.io
     }
 
+    /// The inner reader, shared.
+    pub fn get_ref(&self) -> &R {
+        &self.io
+    }
+
+    /// Payload bytes of the current frame not yet delivered (0 between frames).
+    pub fn remaining(&self) -> u64 {
+        if self.current.is_some() {
+            self.remaining
+        } else {
+            0
+        }
+    }
+
+    /// The part of the current frame's payload that is already buffered (up to `max`
+    /// bytes), unmasked, without reading; `None` when nothing of it is buffered.
+    pub fn buffered_chunk(&mut self, max: usize) -> Option<Bytes> {
+        let h = self.current?;
+        let n = (self.buf.len() as u64).min(self.remaining).min(max as u64) as usize;
+        if n == 0 {
+            return None;
+        }
+        let mut b = self.buf.split_to(n);
+        if let Some(m) = h.mask {
+            apply_mask(&mut b, m, self.offset);
+        }
+        self.offset += n as u64;
+        self.remaining -= n as u64;
+        Some(b.freeze())
+    }
+
+    /// Records that `n` payload bytes of the current frame were taken from the socket by
+    /// someone else (the kernel splice); only valid once nothing of the frame is buffered.
+    pub fn consumed_elsewhere(&mut self, n: u64) {
+        debug_assert!(n <= self.remaining);
+        self.offset += n;
+        self.remaining -= n;
+    }
+
     async fn fill(&mut self) -> io::Result<usize> {
         // Inside a large payload, read big (one syscall per up to 256 KiB); between frames
         // and for small ones, stay small so idle connections hold little memory.
@@ -163,6 +202,8 @@ pub struct FrameWriter<W> {
     io: W,
     role: Role,
     mask_seed: u32,
+    /// Client role: send the all-zero masking key.
+    zero_mask: bool,
     /// Reused for small frames and for masking, so steady-state writes do not allocate.
     scratch: Vec<u8>,
 }
@@ -179,13 +220,47 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             io,
             role,
             mask_seed: seed,
+            zero_mask: false,
             scratch: Vec::new(),
         }
+    }
+
+    /// Client role: use the all-zero masking key from now on. Masking exists so that scripts
+    /// in a browser cannot make a WebSocket look like other traffic to proxies that read the
+    /// stream; where nobody in between can read it (inside TLS, or on loopback) a zero key is
+    /// just as valid on the wire and lets the relay move payloads without touching them.
+    pub fn set_zero_mask(&mut self, on: bool) {
+        self.zero_mask = on;
     }
 
     /// The inner writer.
     pub fn get_mut(&mut self) -> &mut W {
         &mut self.io
+    }
+
+    /// The inner writer, shared.
+    pub fn get_ref(&self) -> &W {
+        &self.io
+    }
+
+    /// Whether payloads go out as they are (server role, or the zero masking key).
+    pub fn payload_untouched(&self) -> bool {
+        self.role == Role::Server || self.zero_mask
+    }
+
+    /// The encoded header of a frame whose payload the caller sends itself, for writers whose
+    /// payloads go out untouched (see [`Self::payload_untouched`]); `None` otherwise.
+    pub fn untouched_header(
+        &mut self,
+        fin: bool,
+        opcode: OpCode,
+        len: usize,
+    ) -> Option<([u8; MAX_HEADER_LEN], usize)> {
+        if !self.payload_untouched() {
+            return None;
+        }
+        let (_, hb, n) = self.header_for(fin, opcode, len);
+        Some((hb, n))
     }
 
     /// Gives the inner writer back.
@@ -196,6 +271,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     fn next_mask(&mut self) -> Option<[u8; 4]> {
         match self.role {
             Role::Server => None,
+            Role::Client if self.zero_mask => Some([0; 4]),
             Role::Client => {
                 // xorshift: masking keys only need to be unpredictable to scripts in browsers;
                 // this keeps masking cheap.

@@ -12,9 +12,36 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use hyrelay_client::{
-    connect, parse_preamble, pipe_socket as pipe, preamble, AcceptRequest, Listener,
-    ListenerOptions, RelayEndpoint, TokenSource,
+    connect, parse_preamble, pipe_socket, pipe_tcp, preamble, AcceptRequest, ClientError, Listener,
+    ListenerOptions, PipeReport, RelayEndpoint, RelayedConnection, TokenSource,
 };
+
+/// A local socket a relayed connection is joined with: TCP takes the kernel-splice path where
+/// it can, Unix sockets the ordinary one.
+trait PipeTo: Sized {
+    fn pipe_to(
+        self,
+        c: RelayedConnection,
+    ) -> impl std::future::Future<Output = Result<PipeReport, ClientError>> + Send;
+}
+
+impl PipeTo for tokio::net::TcpStream {
+    fn pipe_to(
+        self,
+        c: RelayedConnection,
+    ) -> impl std::future::Future<Output = Result<PipeReport, ClientError>> + Send {
+        pipe_tcp(c, self)
+    }
+}
+
+impl PipeTo for tokio::net::UnixStream {
+    fn pipe_to(
+        self,
+        c: RelayedConnection,
+    ) -> impl std::future::Future<Output = Result<PipeReport, ClientError>> + Send {
+        pipe_socket(c, self)
+    }
+}
 
 #[derive(clap::Args, Debug)]
 pub struct BridgeArgs {
@@ -633,7 +660,7 @@ async fn forward_out<S>(
     s: S,
     from: String,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static + std::os::fd::AsRawFd,
+    S: PipeTo + Send + 'static,
 {
     let res: Result<hyrelay_client::PipeReport> = async {
         let mut c = connect(&ep, &relay, &[]).await?;
@@ -652,7 +679,7 @@ async fn forward_out<S>(
             }
             other => bail!("unexpected preamble answer {other:?}"),
         }
-        Ok(pipe(c, s).await?)
+        Ok(s.pipe_to(c).await?)
     }
     .await;
     match res {
@@ -793,14 +820,14 @@ async fn handle_accept(
                 .with_context(|| format!("cannot connect to {addr}"))?;
                 let _ = s.set_nodelay(true);
                 c.send(&[1, 0, 0]).await?;
-                pipe(c, s).await?;
+                s.pipe_to(c).await?;
             }
             Target::Unix { path, .. } => {
                 let s = tokio::net::UnixStream::connect(path)
                     .await
                     .with_context(|| format!("cannot connect to {}", path.display()))?;
                 c.send(&[1, 0, 0]).await?;
-                pipe(c, s).await?;
+                s.pipe_to(c).await?;
             }
         }
         Ok(())
