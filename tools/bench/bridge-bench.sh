@@ -26,7 +26,11 @@ SINK=$(port)
 wait_for "$TMP/sink.log" "sink ready"
 run "127.0.0.1:$SINK" direct
 
-# hyrelay: both ends dial out to the relay
+# hyrelay: both ends dial out to the relay. Run twice: default runtime (one worker thread per
+# core), then HYRELAY_WORKERS=1 for the three processes (fewer cross-thread wake-ups).
+for W in "" 1; do
+LABEL=hyrelay; [ -n "$W" ] && LABEL="hyrelay-workers-$W"
+export HYRELAY_WORKERS=$W
 "$BIN" up --data-dir "$TMP/relay" --http-port 0 --https-port 0 --management-port 0 > "$TMP/relay.log" 2>&1 & RELAY=$!; PIDS+=("$RELAY")
 wait_for "$TMP/relay.log" "hyrelay ready"
 CS=$(grep -m1 "plain (ws" "$TMP/relay.log" | sed 's/.*Endpoint=/Endpoint=/')
@@ -35,7 +39,11 @@ LP=$(port)
 HYRELAY_LOG=warn "$BIN" bridge -T "bench:p/127.0.0.1:$SINK" -x "$CS" > "$TMP/t.log" 2>&1 & T=$!; PIDS+=("$T")
 HYRELAY_LOG=warn "$BIN" bridge -L "127.0.0.1:$LP/p:bench" -x "$CS" > "$TMP/l.log" 2>&1 & L=$!; PIDS+=("$L")
 wait_for "$TMP/t.log" "bridge ready"; wait_for "$TMP/l.log" "bridge ready"; sleep 0.5
-run "127.0.0.1:$LP" hyrelay "$RELAY,$T,$L"
+run "127.0.0.1:$LP" "$LABEL" "$RELAY,$T,$L"
+kill "$L" "$T" "$RELAY" 2>/dev/null || true; wait "$L" "$T" "$RELAY" 2>/dev/null || true
+rm -rf "$TMP/relay"
+done
+unset HYRELAY_WORKERS
 
 # rathole: server (public side) + client (next to the service)
 RC=$(port); RS=$(port)
