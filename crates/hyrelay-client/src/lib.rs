@@ -1020,6 +1020,9 @@ async fn pipe_kernel(
         Err(e) => {
             // The halves are still alive here, so `fd` is still this socket.
             hyrelay_net::stream::abort_fd(fd);
+            // tokio's OwnedWriteHalf shuts down (FIN) when dropped; forget() skips that, so
+            // the peer's first sign is the reset of the close, never an orderly end.
+            sw.forget();
             Err(e)
         }
     }
