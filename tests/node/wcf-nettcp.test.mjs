@@ -344,9 +344,20 @@ test('HTTP relay: curl and fetch reach a RelayedHttp listener; headers, body for
   const r2 = await fetch(url, { method: 'POST', headers: { ServiceBusAuthorization: tok, 'Content-Type': 'text/xml; charset=utf-8', SOAPAction: '"urn:check"' }, body: '<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body/></s:Envelope>' });
   assert.equal(r2.status, 201);
   assert.equal((await r2.json()).fmt, 'WrappedSoap11');
+  // A WebHttpRelayBinding service listens at its base address and dispatches on the rest:
+  // a deeper path reaches the same listener, with the full URL in HttpAddress.
+  const r3 = await fetch(`http://${httpAddr}/legacy-http/customers/42?x=2`, { headers: { ServiceBusAuthorization: tok } });
+  assert.equal(r3.status, 201);
+  assert.equal((await r3.json()).action, 'GET');
+  assert.match(seen[seen.length - 1], /<HttpAddress [^>]*>http:\/\/[^<]*\/legacy-http\/customers\/42\?x=2<\/HttpAddress>/);
+  // Whole segments only: a path that merely starts with the same letters is not this relay.
+  const n3 = seen.length;
+  assert.equal((await fetch(`http://${httpAddr}/legacy-httpx/1`, { headers: { ServiceBusAuthorization: tok } })).status, 404);
+  assert.equal(seen.length, n3);
   // No token: 401, and the listener never hears of it.
   const before = seen.length;
   assert.equal((await fetch(url)).status, 401);
+  assert.equal((await fetch(`http://${httpAddr}/legacy-http/customers/42`)).status, 401);
   assert.equal(seen.length, before);
   l.conn.close();
   await sleep(200);

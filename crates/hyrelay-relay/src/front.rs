@@ -819,10 +819,9 @@ async fn http_request(
     host: String,
 ) -> Response<Body> {
     let Some((hc, _)) = ns.find_hc(&t.path) else {
-        if crate::wcf_http::applies(&relay, &ns, &t.path) {
+        if let Some(base) = crate::wcf_http::resolve(&relay, &ns, &t.path) {
             let tok = t.token.clone();
-            return crate::wcf_http::handle(&relay, conn.remote, req, &ns, &t.path, &host, tok)
-                .await;
+            return crate::wcf_http::handle(&relay, conn.remote, req, &ns, &base, &host, tok).await;
         }
         return not_found(&relay, &conn, &t, &ns, &host);
     };

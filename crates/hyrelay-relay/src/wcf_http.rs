@@ -42,15 +42,26 @@ fn key_of(ns: &Namespace, path: &str) -> String {
     )
 }
 
-/// Whether `path` is served by the HTTP relay: a `RelayedHttp` listener is registered there,
-/// or a persistent WCF relay of type `http` exists (then a request without listener gets 502).
-pub fn applies(relay: &Relay, ns: &Namespace, path: &str) -> bool {
-    let Some(reg) = relay.wcf.get() else {
-        return false;
-    };
-    reg.has_listener_type(&key_of(ns, path), "RelayedHttp")
-        || crate::wcf_amqp::persistent_relay(relay, ns, path.trim_matches('/'))
-            .is_some_and(|w| w.relay_type == "http")
+/// The relay path that serves `path` on the HTTP relay: the longest leading run of `path`'s
+/// segments with a `RelayedHttp` listener registered, or naming a persistent WCF relay of type
+/// `http` (then a request without listener gets 502). A WebHttpRelayBinding service listens at
+/// its base address and dispatches on what follows (`/relay/customers/42` reaches the listener
+/// of `/relay`), so the match is by prefix, whole segments only.
+pub fn resolve(relay: &Relay, ns: &Namespace, path: &str) -> Option<String> {
+    let reg = relay.wcf.get()?;
+    let path = path.trim_matches('/');
+    let mut end = path.len();
+    loop {
+        let base = &path[..end];
+        if !base.is_empty()
+            && (reg.has_listener_type(&key_of(ns, base), "RelayedHttp")
+                || crate::wcf_amqp::persistent_relay(relay, ns, base)
+                    .is_some_and(|w| w.relay_type == "http"))
+        {
+            return Some(base.to_string());
+        }
+        end = base.rfind('/')?;
+    }
 }
 
 fn error_xml(status: u16, detail: &str) -> Response<Body> {
@@ -130,17 +141,18 @@ async fn exchange(
     }
 }
 
-/// Relays one HTTP request to a `RelayedHttp` listener of `path`.
+/// Relays one HTTP request to a `RelayedHttp` listener of `base`.
 pub async fn handle(
     relay: &Arc<Relay>,
     remote: SocketAddr,
     req: Request<Incoming>,
     ns: &Namespace,
-    path: &str,
+    base: &str,
     host: &str,
     query_token: Option<String>,
 ) -> Response<Body> {
-    let path = path.trim_matches('/').to_string();
+    // `base` is the relay path from [`resolve`]; the full request path travels in the URL.
+    let path = base.trim_matches('/').to_string();
     let Some(registry) = relay.wcf.get().cloned() else {
         return reply(404, "the WCF Relay face is off");
     };
