@@ -880,6 +880,39 @@ where
     pipe_inner(conn, stream, Some(fd)).await
 }
 
+/// The next data frame's header on a relayed connection's way down, after answering control
+/// frames on the way: `None` once the relay sent Close (the local write side is then shut
+/// down); an end without Close is an error, so a truncated transfer never looks complete.
+async fn next_data_frame<W: AsyncWrite + Unpin>(
+    reader: &mut FrameReader<ReadSide>,
+    writer: &tokio::sync::Mutex<FrameWriter<WriteSide>>,
+    sw: &mut W,
+) -> Result<Option<hyrelay_ws::FrameHeader>, ClientError> {
+    loop {
+        let Some(h) = reader.header().await? else {
+            return Err(ClientError::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "the relayed connection was aborted",
+            )));
+        };
+        match h.opcode {
+            OpCode::Close => {
+                reader.payload(125).await?;
+                sw.shutdown().await?;
+                return Ok(None);
+            }
+            OpCode::Ping => {
+                let p = reader.payload(125).await?;
+                writer.lock().await.frame(true, OpCode::Pong, &p).await?;
+            }
+            OpCode::Pong => {
+                reader.payload(125).await?;
+            }
+            _ => return Ok(Some(h)),
+        }
+    }
+}
+
 /// [`pipe_socket`] for a TCP socket. Where both sockets are plain TCP (Linux) and payloads
 /// cross untouched (loopback or the relay's TLS is not in play), bulk data never enters user
 /// space: the kernel splices it between the sockets and only frame headers are written here.
@@ -965,54 +998,33 @@ async fn pipe_kernel(
     let down = async move {
         let sw = sw_ref;
         let mut n_total = 0u64;
-        loop {
-            let Some(h) = reader.header().await? else {
-                return Err(ClientError::Io(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionAborted,
-                    "the relayed connection was aborted",
-                )));
-            };
-            match h.opcode {
-                OpCode::Close => {
-                    reader.payload(125).await?;
-                    sw.shutdown().await?;
-                    return Ok(n_total);
-                }
-                OpCode::Ping => {
-                    let p = reader.payload(125).await?;
-                    writer.lock().await.frame(true, OpCode::Pong, &p).await?;
-                }
-                OpCode::Pong => {
-                    reader.payload(125).await?;
-                }
-                _ => {
-                    while let Some(c) = reader.buffered_chunk(256 * 1024) {
-                        sw.write_all(&c).await?;
-                        n_total += c.len() as u64;
-                    }
-                    let rest = reader.remaining();
-                    if rest >= kernel::MIN_SPLICE
-                        && h.mask.is_none_or(|m| m == [0; 4])
-                        && (pipe_down.is_some() || {
-                            pipe_down = kernel::Pipe::new().ok();
-                            pipe_down.is_some()
-                        })
-                    {
-                        let ReadSide::Plain(rs) = reader.get_ref() else {
-                            unreachable!("checked before choosing the kernel path")
-                        };
-                        let p = pipe_down.as_mut().expect("made just above");
-                        kernel::exact(rs.as_ref(), sw.as_ref(), p, rest).await?;
-                        reader.consumed_elsewhere(rest);
-                        n_total += rest;
-                    }
-                    while let Some(c) = reader.chunk(256 * 1024).await? {
-                        sw.write_all(&c).await?;
-                        n_total += c.len() as u64;
-                    }
-                }
+        while let Some(h) = next_data_frame(&mut reader, &writer, sw).await? {
+            while let Some(c) = reader.buffered_chunk(256 * 1024) {
+                sw.write_all(&c).await?;
+                n_total += c.len() as u64;
+            }
+            let rest = reader.remaining();
+            if rest >= kernel::MIN_SPLICE
+                && h.mask.is_none_or(|m| m == [0; 4])
+                && (pipe_down.is_some() || {
+                    pipe_down = kernel::Pipe::new().ok();
+                    pipe_down.is_some()
+                })
+            {
+                let ReadSide::Plain(rs) = reader.get_ref() else {
+                    unreachable!("checked before choosing the kernel path")
+                };
+                let p = pipe_down.as_mut().expect("made just above");
+                kernel::exact(rs.as_ref(), sw.as_ref(), p, rest).await?;
+                reader.consumed_elsewhere(rest);
+                n_total += rest;
+            }
+            while let Some(c) = reader.chunk(256 * 1024).await? {
+                sw.write_all(&c).await?;
+                n_total += c.len() as u64;
             }
         }
+        Ok(n_total)
     };
     let res = tokio::try_join!(up, down);
     match res {
@@ -1062,34 +1074,13 @@ where
     let down = async move {
         let sw = sw_ref;
         let mut n_total = 0u64;
-        loop {
-            let Some(h) = reader.header().await? else {
-                return Err(ClientError::Io(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionAborted,
-                    "the relayed connection was aborted",
-                )));
-            };
-            match h.opcode {
-                OpCode::Close => {
-                    reader.payload(125).await?;
-                    sw.shutdown().await?;
-                    return Ok(n_total);
-                }
-                OpCode::Ping => {
-                    let p = reader.payload(125).await?;
-                    writer.lock().await.frame(true, OpCode::Pong, &p).await?;
-                }
-                OpCode::Pong => {
-                    reader.payload(125).await?;
-                }
-                _ => {
-                    while let Some(c) = reader.chunk(256 * 1024).await? {
-                        sw.write_all(&c).await?;
-                        n_total += c.len() as u64;
-                    }
-                }
+        while next_data_frame(&mut reader, &writer, sw).await?.is_some() {
+            while let Some(c) = reader.chunk(256 * 1024).await? {
+                sw.write_all(&c).await?;
+                n_total += c.len() as u64;
             }
         }
+        Ok(n_total)
     };
     let res = tokio::try_join!(up, down);
     match res {

@@ -453,17 +453,8 @@ mod tests {
         (Stream::Plain(s), c)
     }
 
-    fn payload(seed: u32, len: usize) -> Vec<u8> {
-        (0..len as u32)
-            .map(|i| (i.wrapping_mul(seed) >> 3) as u8)
-            .collect()
-    }
-
-    // Frames as a client sends them: big zero-masked ones take the kernel path in the relay,
-    // randomly masked and small ones the copying path; all must arrive unmasked, whole, in
-    // order, whatever path carried them.
-    #[tokio::test]
-    async fn mixed_frames_cross_byte_exact_both_ways() {
+    /// A relay splicing two legs, and the client end of each.
+    async fn relayed() -> (tokio::task::JoinHandle<SpliceReport>, TcpStream, TcpStream) {
         let (ra, ca) = leg().await;
         let (rb, cb) = leg().await;
         let relay = tokio::spawn(splice(
@@ -476,6 +467,21 @@ mod tests {
                 leftover: Bytes::new(),
             },
         ));
+        (relay, ca, cb)
+    }
+
+    fn payload(seed: u32, len: usize) -> Vec<u8> {
+        (0..len as u32)
+            .map(|i| (i.wrapping_mul(seed) >> 3) as u8)
+            .collect()
+    }
+
+    // Frames as a client sends them: big zero-masked ones take the kernel path in the relay,
+    // randomly masked and small ones the copying path; all must arrive unmasked, whole, in
+    // order, whatever path carried them.
+    #[tokio::test]
+    async fn mixed_frames_cross_byte_exact_both_ways() {
+        let (relay, ca, cb) = relayed().await;
         let sizes = [3 << 20, 10, 200_000, 70_000, 1, 1 << 20, 16 * 1024, 65_535];
         let send = |w: tokio::net::tcp::OwnedWriteHalf, seed: u32| async move {
             let mut w = FrameWriter::new(w, Role::Client);
@@ -517,18 +523,7 @@ mod tests {
     // its reader sees an error, never a clean end after a short frame.
     #[tokio::test]
     async fn a_frame_cut_short_in_the_kernel_path_aborts_the_other_leg() {
-        let (ra, ca) = leg().await;
-        let (rb, cb) = leg().await;
-        let relay = tokio::spawn(splice(
-            Leg {
-                stream: ra,
-                leftover: Bytes::new(),
-            },
-            Leg {
-                stream: rb,
-                leftover: Bytes::new(),
-            },
-        ));
+        let (relay, ca, cb) = relayed().await;
         let (_ca_r, ca_w) = ca.into_split();
         let mut w = FrameWriter::new(ca_w, Role::Client);
         w.set_zero_mask(true);
