@@ -219,7 +219,9 @@ export const onewayPreamble = (via) => Buffer.concat([Buffer.from([0, 1, 0, 1, 2
 // PreambleEnd, Connect with the token, one message whose <Sender> is `tag`, End. Resolves with
 // the text of the relay's answer to the message (the first answer, to Connect, must be
 // ConnectReply).
-export async function onewaySession(sock, r, via, token, tag) {
+// `payloadBytes` pads the record so its sized-envelope payload (string-table prefix + binary
+// envelope) is exactly that many bytes, for limit tests.
+export async function onewaySession(sock, r, via, token, tag, { payloadBytes } = {}) {
   sock.write(Buffer.from([0x0c]));
   if ((await r.take(1))[0] !== 0x0b) throw new Error('no PreambleAck');
   const wsse = 'http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd';
@@ -235,7 +237,16 @@ export async function onewaySession(sock, r, via, token, tag) {
   const connectReply = execFileSync(BIN, ['nbfx', 'decode', '--session'], { input: first }).toString();
   if (!/connect\/ConnectReply/.test(connectReply)) throw new Error(`Connect refused: ${connectReply}`);
   // Later answers use the session's strings: read them as bytes (names of faults are inline).
-  const second = await send(env('http://contoso.example/audit/Record', '', `<Record xmlns="http://contoso.example/audit"><Sender>${tag}</Sender></Record>`));
+  const record = (pad) => env('http://contoso.example/audit/Record', '', `<Record xmlns="http://contoso.example/audit"><Sender>${tag}</Sender>${pad === undefined ? '' : `<Pad>${'p'.repeat(pad)}</Pad>`}</Record>`);
+  let xml = record();
+  if (payloadBytes !== undefined) {
+    // One ASCII character more in a Chars16 text is one byte more in the payload; the MessageID
+    // is a fresh GUID of fixed length, so measure once with a pad of the right tier and adjust.
+    const probe = 1000;
+    const measured = 1 + encode(record(probe)).length;
+    xml = record(probe + payloadBytes - measured);
+  }
+  const second = await send(xml);
   sock.write(Buffer.from([7]));
   return second.toString('latin1');
 }

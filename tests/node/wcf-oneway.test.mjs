@@ -248,6 +248,28 @@ async function onewaySession(sock, r, p, tag) {
   assert.doesNotMatch(reply, /Fault/);
 }
 
+test('the 64 KB one-way limit to the byte: a 65,536-byte message is delivered, 65,537 bytes get QuotaExceededFault', async () => {
+  const s = await subscribe('edge', 'Unicast');
+  const net = await import('node:net');
+  const session = async (payloadBytes) => {
+    const sock = net.connect(onewayPort, '127.0.0.1');
+    await new Promise((res, rej) => { sock.once('connect', res); sock.once('error', rej); });
+    const r = new peerMod.Reader(sock);
+    sock.write(preambleStart('sb://contoso.relay.local/edge'));
+    const reply = await peerMod.onewaySession(sock, r, 'sb://contoso.relay.local/edge', token('edge'), `E#${payloadBytes}`, { payloadBytes });
+    sock.destroy();
+    return reply;
+  };
+  assert.doesNotMatch(await session(65536), /Fault/);
+  const end = Date.now() + 5000;
+  while (s.got.length < 1 && Date.now() < end) await sleep(50);
+  assert.deepEqual(tagsOf(s.got), ['E#65536']);
+  assert.match(await session(65537), /QuotaExceededFault/);
+  await sleep(300);
+  assert.equal(s.got.length, 1, 'the oversize message is not delivered');
+  s.conn.close();
+});
+
 // Port 9351: the same one-way session after the NMF `application/ssl-tls` upgrade. Mono has no
 // TLS upgrade, so the sender here is the clean-room one above.
 test('port 9351: a sender upgrades to TLS inside the framing preamble, connects and sends; the listener gets the message', async () => {
