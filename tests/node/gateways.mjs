@@ -172,3 +172,14 @@ export function startConfiguredRelay(dir, toml, ready) {
     child.on('exit', (c) => reject(new Error(`relay exited ${c}: ${relay.err}`)));
   });
 }
+
+// The `[[namespaces]]` block the WCF Relay tests share: namespace "contoso" answering to `host`,
+// 127.0.0.1 and localhost; the root rule with every right, `rules` as [name, rights] pairs with
+// the same key, and the hybrid connections named in `hcs`.
+export function contosoNamespace({ host = 'contoso.relay.local', key, rules = [], hcs = [] }) {
+  const rule = (name, rights) => `  [[namespaces.rules]]\n  name = "${name}"\n  rights = [${rights.map((r) => `"${r}"`).join(', ')}]\n  primary_key = "${key}"\n`;
+  return `[[namespaces]]\nname = "contoso"\nhosts = ["${host}", "127.0.0.1", "localhost"]\n`
+    + rule('RootManageSharedAccessKey', ['listen', 'send', 'manage'])
+    + rules.map(([n, r]) => rule(n, r)).join('')
+    + hcs.map((h) => `  [[namespaces.hybrid_connections]]\n  name = "${h}"\n`).join('');
+}

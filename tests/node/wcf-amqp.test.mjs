@@ -11,7 +11,7 @@ import tls from 'node:tls';
 import crypto from 'node:crypto';
 import { createRequire } from 'node:module';
 import { BIN, PEERS, sasToken, sleep } from './harness.mjs';
-import { freePort, startConfiguredRelay } from './gateways.mjs';
+import { freePort, startConfiguredRelay, contosoNamespace } from './gateways.mjs';
 
 const require = createRequire(import.meta.url);
 const rhea = require(path.join(PEERS, 'rhea'));
@@ -32,18 +32,7 @@ https = "127.0.0.1:0"
 token_grace = "2s"
 [wcf_relay]
 amqp = "127.0.0.1:${amqpPort}"
-[[namespaces]]
-name = "contoso"
-hosts = ["contoso.relay.local", "127.0.0.1", "localhost"]
-  [[namespaces.rules]]
-  name = "RootManageSharedAccessKey"
-  rights = ["listen", "send", "manage"]
-  primary_key = "${KEY}"
-  [[namespaces.rules]]
-  name = "SendOnly"
-  rights = ["send"]
-  primary_key = "${KEY}"
-`, /hyrelay ready: \S+ (\S+) amqps=/);
+${contosoNamespace({ host: 'contoso.relay.local', key: KEY, rules: [['SendOnly', ['send']]] })}`, /hyrelay ready: \S+ (\S+) amqps=/);
   child = r.child;
   httpsAddr = r.match[1];
 });

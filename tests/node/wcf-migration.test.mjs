@@ -14,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import fs from 'node:fs';
 import { BIN, root, sasToken, sleep } from './harness.mjs';
-import { freePort, startConfiguredRelay } from './gateways.mjs';
+import { freePort, startConfiguredRelay, contosoNamespace } from './gateways.mjs';
 import * as peer from './nettcp-peer.mjs';
 
 const execFile = promisify(execFileCb);
@@ -96,16 +96,7 @@ http = "127.0.0.1:0"
 [wcf_relay]
 amqp = "127.0.0.1:${amqpPort}"
 nettcp = "127.0.0.1:${nettcpPort}"
-[[namespaces]]
-name = "contoso"
-hosts = ["${HOST}", "127.0.0.1", "localhost"]
-  [[namespaces.rules]]
-  name = "RootManageSharedAccessKey"
-  rights = ["listen", "send", "manage"]
-  primary_key = "${KEY}"
-  [[namespaces.hybrid_connections]]
-  name = "cc"
-`, /hyrelay ready: (\S+) .*nettcp=/);
+${contosoNamespace({ host: HOST, key: KEY, hcs: ['cc'] })}`, /hyrelay ready: (\S+) .*nettcp=/);
   relay = r.child;
   httpAddr = r.match[1];
   relayErr = r.err;

@@ -12,7 +12,7 @@ import crypto from 'node:crypto';
 import { createRequire } from 'node:module';
 import { execFileSync } from 'node:child_process';
 import { BIN, PEERS, sasToken, sleep } from './harness.mjs';
-import { freePort, startConfiguredRelay } from './gateways.mjs';
+import { freePort, startConfiguredRelay, contosoNamespace } from './gateways.mjs';
 import * as peer from './nettcp-peer.mjs';
 
 const require = createRequire(import.meta.url);
@@ -35,20 +35,7 @@ accept_timeout = "2s"
 amqp = "127.0.0.1:${amqpPort}"
 nettcp = "127.0.0.1:${nettcpPort}"
 probe = "127.0.0.1:${probePort}"
-[[namespaces]]
-name = "contoso"
-hosts = ["${HOST}", "127.0.0.1", "localhost"]
-  [[namespaces.rules]]
-  name = "RootManageSharedAccessKey"
-  rights = ["listen", "send", "manage"]
-  primary_key = "${KEY}"
-  [[namespaces.rules]]
-  name = "ListenOnly"
-  rights = ["listen"]
-  primary_key = "${KEY}"
-  [[namespaces.hybrid_connections]]
-  name = "migrated"
-`, /hyrelay ready: (\S+) (\S+) .*nettcp=/);
+${contosoNamespace({ host: HOST, key: KEY, rules: [['ListenOnly', ['listen']]], hcs: ['migrated'] })}`, /hyrelay ready: (\S+) (\S+) .*nettcp=/);
   child = r.child;
   httpAddr = r.match[1];
   httpsAddr = r.match[2];
@@ -408,16 +395,7 @@ nettcp = "127.0.0.1:${n2}"
 oneway = "127.0.0.1:${o2}"
 extensions = false
 without_listener = "drop"
-[[namespaces]]
-name = "contoso"
-hosts = ["${HOST}", "127.0.0.1", "localhost"]
-  [[namespaces.rules]]
-  name = "RootManageSharedAccessKey"
-  rights = ["listen", "send", "manage"]
-  primary_key = "${KEY}"
-  [[namespaces.hybrid_connections]]
-  name = "migrated"
-`, /hyrelay ready: (\S+) .*nettcp=/);
+${contosoNamespace({ host: HOST, key: KEY, hcs: ['migrated'] })}`, /hyrelay ready: (\S+) .*nettcp=/);
   try {
     const ca2 = fs.readFileSync(path.join(d2, 'data', 'ca.pem'));
     HycoWS.createRelayBaseUri = (ns, p) => `ws://${ns}/$hc/${p}`;

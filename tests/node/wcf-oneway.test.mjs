@@ -12,7 +12,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { createRequire } from 'node:module';
 import { BIN, PEERS, root, sasToken, sleep } from './harness.mjs';
-import { freePort, startConfiguredRelay } from './gateways.mjs';
+import { freePort, startConfiguredRelay, contosoNamespace } from './gateways.mjs';
 import * as peerMod from './nettcp-peer.mjs';
 
 const require = createRequire(import.meta.url);
@@ -38,20 +38,7 @@ amqp = "127.0.0.1:${amqpPort}"
 oneway = "127.0.0.1:${onewayPort}"
 oneway_tls = "127.0.0.1:${onewayTlsPort}"
 sbmp = "127.0.0.1:${sbmpPort}"
-[[namespaces]]
-name = "contoso"
-hosts = ["contoso.relay.local", "127.0.0.1", "localhost"]
-  [[namespaces.rules]]
-  name = "RootManageSharedAccessKey"
-  rights = ["listen", "send", "manage"]
-  primary_key = "${KEY}"
-  [[namespaces.rules]]
-  name = "ListenOnly"
-  rights = ["listen"]
-  primary_key = "${KEY}"
-  [[namespaces.hybrid_connections]]
-  name = "audit-hc"
-`, /hyrelay ready: (\S+) (\S+) .*oneway=/);
+${contosoNamespace({ host: 'contoso.relay.local', key: KEY, rules: [['ListenOnly', ['listen']]], hcs: ['audit-hc'] })}`, /hyrelay ready: (\S+) (\S+) .*oneway=/);
   child = r.child;
   httpAddr = r.match[1];
   httpsAddr = r.match[2];
