@@ -913,6 +913,19 @@ async fn next_data_frame<W: AsyncWrite + Unpin>(
     }
 }
 
+/// Copies what is left of the current frame's payload to `sw`; returns how many bytes.
+async fn copy_rest<W: AsyncWrite + Unpin>(
+    reader: &mut FrameReader<ReadSide>,
+    sw: &mut W,
+) -> Result<u64, ClientError> {
+    let mut n = 0u64;
+    while let Some(c) = reader.chunk(256 * 1024).await? {
+        sw.write_all(&c).await?;
+        n += c.len() as u64;
+    }
+    Ok(n)
+}
+
 /// [`pipe_socket`] for a TCP socket. Where both sockets are plain TCP (Linux) and payloads
 /// cross untouched (loopback or the relay's TLS is not in play), bulk data never enters user
 /// space: the kernel splices it between the sockets and only frame headers are written here.
@@ -1019,10 +1032,7 @@ async fn pipe_kernel(
                 reader.consumed_elsewhere(rest);
                 n_total += rest;
             }
-            while let Some(c) = reader.chunk(256 * 1024).await? {
-                sw.write_all(&c).await?;
-                n_total += c.len() as u64;
-            }
+            n_total += copy_rest(&mut reader, sw).await?;
         }
         Ok(n_total)
     };
@@ -1075,10 +1085,7 @@ where
         let sw = sw_ref;
         let mut n_total = 0u64;
         while next_data_frame(&mut reader, &writer, sw).await?.is_some() {
-            while let Some(c) = reader.chunk(256 * 1024).await? {
-                sw.write_all(&c).await?;
-                n_total += c.len() as u64;
-            }
+            n_total += copy_rest(&mut reader, sw).await?;
         }
         Ok(n_total)
     };
