@@ -23,7 +23,8 @@ use clap::{Parser, Subcommand};
     name = "hyrelay",
     version,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    after_long_help = "Environment:\n  HYRELAY_LOG      log filter, e.g. `warn`, `info` (default), `hyrelay_relay=debug`; logs never\n                   carry keys, signatures or tokens\n  HYRELAY_WORKERS  runtime threads: unset = one per core; 1 = one thread (lowest latency for a\n                   bridge or relay sharing a small machine); 0 = the main thread only"
 )]
 struct Cli {
     #[command(subcommand)]
