@@ -126,7 +126,7 @@ fn main() -> std::process::ExitCode {
         tracing::debug!("open file limit: {n}");
     }
     // HYRELAY_WORKERS=N sets the runtime's worker threads (default: one per core);
-    // 0 runs everything on the main thread (lowest latency for a lightly loaded bridge).
+    // 0 runs everything on the main thread; 1 measured lowest latency for the bridge benchmark.
     let workers = std::env::var("HYRELAY_WORKERS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok());
