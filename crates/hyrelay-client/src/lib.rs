@@ -913,6 +913,24 @@ async fn next_data_frame<W: AsyncWrite + Unpin>(
     }
 }
 
+/// One read from the local stream, sent on as one binary message; at end of stream a Close
+/// ("Shutdown") goes instead and the answer is `None`.
+async fn read_and_send<R: AsyncRead + Unpin>(
+    sr: &mut R,
+    buf: &mut [u8],
+    writer: &tokio::sync::Mutex<FrameWriter<WriteSide>>,
+) -> Result<Option<usize>, ClientError> {
+    let n = sr.read(buf).await?;
+    let mut w = writer.lock().await;
+    if n == 0 {
+        w.close(1000, "Shutdown").await?;
+        return Ok(None);
+    }
+    w.frame_in_place(true, OpCode::Binary, &mut buf[..n])
+        .await?;
+    Ok(Some(n))
+}
+
 /// Copies what is left of the current frame's payload to `sw`; returns how many bytes.
 async fn copy_rest<W: AsyncWrite + Unpin>(
     reader: &mut FrameReader<ReadSide>,
@@ -970,14 +988,9 @@ async fn pipe_kernel(
         let mut bulk = false;
         loop {
             if !bulk {
-                let n = sr.read(&mut buf).await?;
-                let mut w = w2.lock().await;
-                if n == 0 {
-                    w.close(1000, "Shutdown").await?;
+                let Some(n) = read_and_send(sr, &mut buf, &w2).await? else {
                     return Ok::<u64, ClientError>(n_total);
-                }
-                w.frame_in_place(true, OpCode::Binary, &mut buf[..n])
-                    .await?;
+                };
                 n_total += n as u64;
                 bulk = n == buf.len();
                 continue;
@@ -1069,17 +1082,10 @@ where
         let sr = sr_ref;
         let mut buf = vec![0u8; 64 * 1024];
         let mut n_total = 0u64;
-        loop {
-            let n = sr.read(&mut buf).await?;
-            let mut w = w2.lock().await;
-            if n == 0 {
-                w.close(1000, "Shutdown").await?;
-                return Ok::<u64, ClientError>(n_total);
-            }
-            w.frame_in_place(true, OpCode::Binary, &mut buf[..n])
-                .await?;
+        while let Some(n) = read_and_send(sr, &mut buf, &w2).await? {
             n_total += n as u64;
         }
+        Ok::<u64, ClientError>(n_total)
     };
     let down = async move {
         let sw = sw_ref;
