@@ -140,7 +140,10 @@ export const tok = (host, hc, name = 'RootManageSharedAccessKey', key = ROOTKEY)
 // A TCP load balancer in front of gateways, as in Azure (many gateways behind one
 // address): each connection goes to the first target in `order()` that accepts it.
 export async function balancer(order) {
+  const open = new Set();
   const server = net.createServer((c) => {
+    open.add(c);
+    c.on('close', () => open.delete(c));
     c.pause();
     const targets = order();
     const tryNext = (i) => {
@@ -155,7 +158,12 @@ export async function balancer(order) {
     tryNext(0);
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  return { port: server.address().port, close: () => new Promise((r) => server.close(r)) };
+  // close() ends the connections still open (a hyco-ws listener reconnects by itself, so
+  // waiting for them to end could wait forever).
+  return {
+    port: server.address().port,
+    close: () => new Promise((r) => { server.close(r); for (const c of open) c.destroy(); }),
+  };
 }
 
 // Starts `hyrelay relay --config` on `toml` (written into `dir`); resolves once its "ready"

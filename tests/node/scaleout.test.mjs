@@ -36,7 +36,10 @@ async function listen(ns, tag, hc = 'credit-check') {
     (ws) => ws.on('message', (m) => ws.send(`${tag}:${m}`)));
   server.on('error', () => {});
   listeners.push(server);
-  await new Promise((r) => server.once('listening', r));
+  await new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`hyco-ws listener '${tag}' on ${ns} not listening after 15 s`)), 15000);
+    server.once('listening', () => { clearTimeout(t); resolve(); });
+  });
   return server;
 }
 
