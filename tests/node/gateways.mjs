@@ -158,8 +158,9 @@ export async function balancer(order) {
     tryNext(0);
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  // close() ends the connections still open (a hyco-ws listener reconnects by itself, so
-  // waiting for them to end could wait forever).
+  // close() ends the connections still open. Waiting for them could take an hour: after a
+  // reset a hyco-ws listener reconnects twice (onerror and onclose both reconnect), and its
+  // close() closes only the newer channel, so the orphan lives until its token expires.
   return {
     port: server.address().port,
     close: () => new Promise((r) => { server.close(r); for (const c of open) c.destroy(); }),
