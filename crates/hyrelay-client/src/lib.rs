@@ -931,6 +931,21 @@ async fn read_and_send<R: AsyncRead + Unpin>(
     Ok(Some(n))
 }
 
+/// How a pipe's two directions ended: the report, or the first error after `abort` made the
+/// local socket's end an abort rather than an orderly close.
+fn finish(
+    res: Result<(u64, u64), ClientError>,
+    abort: impl FnOnce(),
+) -> Result<PipeReport, ClientError> {
+    match res {
+        Ok((up, down)) => Ok(PipeReport { up, down }),
+        Err(e) => {
+            abort();
+            Err(e)
+        }
+    }
+}
+
 /// Copies what is left of the current frame's payload to `sw`; returns how many bytes.
 async fn copy_rest<W: AsyncWrite + Unpin>(
     reader: &mut FrameReader<ReadSide>,
@@ -1049,18 +1064,13 @@ async fn pipe_kernel(
         }
         Ok(n_total)
     };
-    let res = tokio::try_join!(up, down);
-    match res {
-        Ok((u, d)) => Ok(PipeReport { up: u, down: d }),
-        Err(e) => {
-            // The halves are still alive here, so `fd` is still this socket.
-            hyrelay_net::stream::abort_fd(fd);
-            // tokio's OwnedWriteHalf shuts down (FIN) when dropped; forget() skips that, so
-            // the peer's first sign is the reset of the close, never an orderly end.
-            sw.forget();
-            Err(e)
-        }
-    }
+    finish(tokio::try_join!(up, down), || {
+        // The halves are still alive here, so `fd` is still this socket.
+        hyrelay_net::stream::abort_fd(fd);
+        // tokio's OwnedWriteHalf shuts down (FIN) when dropped; forget() skips that, so the
+        // peer's first sign is the reset of the close, never an orderly end.
+        sw.forget();
+    })
 }
 
 async fn pipe_inner<S>(
@@ -1095,17 +1105,12 @@ where
         }
         Ok(n_total)
     };
-    let res = tokio::try_join!(up, down);
-    match res {
-        Ok((u, d)) => Ok(PipeReport { up: u, down: d }),
-        Err(e) => {
-            if let Some(fd) = fd {
-                // The halves are still alive here, so `fd` is still this socket.
-                hyrelay_net::stream::abort_fd(fd);
-            }
-            Err(e)
+    finish(tokio::try_join!(up, down), || {
+        if let Some(fd) = fd {
+            // The halves are still alive here, so `fd` is still this socket.
+            hyrelay_net::stream::abort_fd(fd);
         }
-    }
+    })
 }
 
 /// azbridge's in-tunnel preamble, written by the sender: `01 00 {mode} {len} {port name}`.
