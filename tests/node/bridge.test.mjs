@@ -80,7 +80,7 @@ async function waitFor(fn, ms = 15000) {
 before(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hyrelay-bridge-'));
   relay = await startRelay();
-  for (const n of ['fwd', 'tlsfwd', 'wsl', 'wst', 'unixfwd', 'udpfwd']) relay.createHyco(n);
+  for (const n of ['fwd', 'tlsfwd', 'wsl', 'wsl2', 'wst', 'unixfwd', 'udpfwd']) relay.createHyco(n);
   echo = echoServer().listen(0, '127.0.0.1');
   await new Promise((r) => echo.on('listening', r));
   echoPort = echo.address().port;
@@ -234,6 +234,51 @@ test('an unmodified hyco-ws listener serves our -L side', { timeout: 30000 }, as
   server.close();
   assert.deepEqual(preambleSeen, [1, 0, 0, 3, ...Buffer.from('app')]);
   assert.equal(got, 'hyco-ws says: ping');
+});
+
+test('-L carries the client\'s first bytes before the preamble answer (one round trip less per connection)', { timeout: 30000 }, async () => {
+  // An unmodified hyco-ws listener that answers the preamble only once the client's bytes
+  // are there: an -L that waited for the answer first would never get a reply.
+  WS.createRelayBaseUri = (ns, p) => `ws://${ns}/$hc/${p}`;
+  const listenUri = WS.createRelayListenUri(relay.ns, 'wsl2');
+  const server = WS.createRelayedServer({ server: listenUri, token: () => WS.createRelayToken(listenUri, KEYNAME, relay.key) }, (ws) => {
+    const msgs = [];
+    ws.on('message', (m) => {
+      msgs.push(Buffer.from(m));
+      if (msgs.length === 2) {
+        ws.send(Buffer.from([1, 0, 0]));
+        ws.send(Buffer.concat([Buffer.from('early: '), msgs[1]]));
+        ws.close();
+      }
+    });
+  });
+  await new Promise((r) => server.on('listening', r));
+  const lp = await freePort();
+  await bridge('-L', `127.0.0.1:${lp}/app:wsl2`);
+  const got = await new Promise((resolve, reject) => {
+    const s = net.connect(lp, '127.0.0.1', () => s.write('first bytes'));
+    const parts = [];
+    s.on('data', (d) => parts.push(d));
+    s.on('end', () => resolve(Buffer.concat(parts).toString()));
+    s.on('error', reject);
+  });
+  server.close();
+  assert.equal(got, 'early: first bytes', 'the answer itself never reaches the local client');
+});
+
+test('-L to a port the remote forwarder does not have: the client gets a reset, the log names the port', { timeout: 30000 }, async () => {
+  await bridge('-T', `wst:svc/127.0.0.1:${echoPort}`).catch(() => {});
+  const lp = await freePort();
+  const l = await bridge('-L', `127.0.0.1:${lp}/nosuch:wst`);
+  const ev = await new Promise((resolve) => {
+    const s = net.connect(lp, '127.0.0.1', () => s.write('data the remote end will never take'));
+    const parts = [];
+    s.on('data', (d) => parts.push(d));
+    s.on('error', (e) => resolve(`error:${e.code}`));
+    s.on('close', () => resolve(`close:${Buffer.concat(parts).length}`));
+  });
+  assert.match(ev, /^(error:ECONNRESET|close:0)$/, `client saw ${ev}`);
+  await waitFor(async () => { if (!/has no port 'nosuch'/.test(l.log())) throw new Error(l.log()); });
 });
 
 test('relay restart: the -T listener reconnects and serves new connections', { timeout: 90000 }, async () => {

@@ -79,11 +79,11 @@ python3 - "$TMP/results.jsonl" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 d = next(r for r in rows if r["label"] == "direct")
-print("\n| path | 1 stream GB/s (× direct) | 8 streams GB/s (× direct) | RTT p50 / p99 µs | conn/s | tunnel CPU-s/GB |")
-print("|---|---|---|---|---|---|")
+print("\n| path | 1 stream GB/s (× direct) | 8 streams GB/s (× direct) | RTT p50 / p99 µs | conn/s (16 clients) | setup p50 µs (1 client) | tunnel CPU-s/GB |")
+print("|---|---|---|---|---|---|---|")
 for r in rows:
     cpu = "-" if r["cpu_s_per_gb"] is None else "%.2f" % r["cpu_s_per_gb"]
-    print("| %s | %.2f (%.2f×) | %.2f (%.2f×) | %.0f / %.0f | %.0f | %s |" % (
+    print("| %s | %.2f (%.2f×) | %.2f (%.2f×) | %.0f / %.0f | %.0f | %.0f | %s |" % (
         r["label"], r["gbps_1"], r["gbps_1"] / d["gbps_1"], r["gbps_8"], r["gbps_8"] / d["gbps_8"],
-        r["rtt_p50_us"], r["rtt_p99_us"], r["conn_per_s"], cpu))
+        r["rtt_p50_us"], r["rtt_p99_us"], r["conn_per_s"], r["setup_p50_us"], cpu))
 EOF

@@ -62,6 +62,10 @@ pub enum ClientError {
     /// Bad configuration.
     #[error("{0}")]
     Config(String),
+    /// The other end of a relayed connection refused it, or broke the in-tunnel protocol
+    /// (for example azbridge's preamble answer).
+    #[error("{0}")]
+    Peer(String),
     /// IO during the session.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -867,7 +871,79 @@ pub async fn pipe<S>(conn: RelayedConnection, stream: S) -> Result<PipeReport, C
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    pipe_inner(conn, stream, None).await
+    pipe_inner(conn, stream, None, None).await
+}
+
+/// Checks the first message the other end sends (azbridge's preamble answer), given `None`
+/// if it closed instead. The pipe carries local bytes up at once but nothing down until the
+/// check passes; an error ends the pipe abruptly and is returned.
+pub type FirstAnswer<'a> = &'a (dyn Fn(Option<&[u8]>) -> Result<(), ClientError> + Send + Sync);
+
+/// How long [`FirstAnswer`] waits for the other end's first message.
+pub const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs a pipe's up direction. If it fails while the other end's answer is still awaited,
+/// the error waits for that answer: a refusal (which usually also breaks the up direction)
+/// is then what the pipe reports, not the broken write it caused.
+async fn up_until_answered<F>(
+    up: F,
+    answered: Option<tokio::sync::watch::Receiver<bool>>,
+) -> Result<u64, ClientError>
+where
+    F: std::future::Future<Output = Result<u64, ClientError>>,
+{
+    let r = up.await;
+    if let (Err(_), Some(mut rx)) = (&r, answered) {
+        let _ = tokio::time::timeout(ANSWER_WAIT, rx.wait_for(|ok| *ok)).await;
+    }
+    r
+}
+
+/// Reads the other end's first message (up to 255 bytes, answering Pings) and checks it.
+async fn first_answer(
+    reader: &mut FrameReader<ReadSide>,
+    writer: &tokio::sync::Mutex<FrameWriter<WriteSide>>,
+    check: FirstAnswer<'_>,
+) -> Result<(), ClientError> {
+    let got = tokio::time::timeout(ANSWER_WAIT, async {
+        loop {
+            let Some(h) = reader.header().await? else {
+                return Err(ClientError::Io(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "the relayed connection was aborted before the other end answered",
+                )));
+            };
+            match h.opcode {
+                OpCode::Close => {
+                    reader.payload(125).await?;
+                    return Ok(None);
+                }
+                OpCode::Ping => {
+                    let p = reader.payload(125).await?;
+                    writer.lock().await.frame(true, OpCode::Pong, &p).await?;
+                }
+                OpCode::Pong => {
+                    reader.payload(125).await?;
+                }
+                _ if !h.fin || h.len > 255 => {
+                    return Err(ClientError::Peer(format!(
+                        "the other end's first message is not a short answer ({} bytes{})",
+                        h.len,
+                        if h.fin { "" } else { ", fragmented" }
+                    )));
+                }
+                _ => return Ok(Some(reader.payload(255).await?)),
+            }
+        }
+    })
+    .await
+    .map_err(|_| {
+        ClientError::Peer(format!(
+            "the other end did not answer within {} s",
+            ANSWER_WAIT.as_secs()
+        ))
+    })??;
+    check(got.as_deref())
 }
 
 /// [`pipe`] for a socket whose descriptor is `fd`: when the relayed side fails, the socket is
@@ -876,8 +952,21 @@ pub async fn pipe_socket<S>(conn: RelayedConnection, stream: S) -> Result<PipeRe
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static + std::os::fd::AsRawFd,
 {
+    pipe_socket_after(conn, stream, None).await
+}
+
+/// [`pipe_socket`] that checks the other end's first message before carrying anything down
+/// (see [`FirstAnswer`]); local bytes go up without waiting for it.
+pub async fn pipe_socket_after<S>(
+    conn: RelayedConnection,
+    stream: S,
+    answer: Option<FirstAnswer<'_>>,
+) -> Result<PipeReport, ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static + std::os::fd::AsRawFd,
+{
     let fd = stream.as_raw_fd();
-    pipe_inner(conn, stream, Some(fd)).await
+    pipe_inner(conn, stream, Some(fd), answer).await
 }
 
 /// The next data frame's header on a relayed connection's way down, after answering control
@@ -967,22 +1056,33 @@ pub async fn pipe_tcp(
     conn: RelayedConnection,
     stream: tokio::net::TcpStream,
 ) -> Result<PipeReport, ClientError> {
+    pipe_tcp_after(conn, stream, None).await
+}
+
+/// [`pipe_tcp`] that checks the other end's first message before carrying anything down
+/// (see [`FirstAnswer`]); local bytes go up without waiting for it.
+pub async fn pipe_tcp_after(
+    conn: RelayedConnection,
+    stream: tokio::net::TcpStream,
+    answer: Option<FirstAnswer<'_>>,
+) -> Result<PipeReport, ClientError> {
     #[cfg(target_os = "linux")]
     {
         let plain = matches!(conn.reader.get_ref(), ReadSide::Plain(_))
             && matches!(conn.writer.get_ref(), WriteSide::Plain(_))
             && conn.writer.payload_untouched();
         if plain {
-            return pipe_kernel(conn, stream).await;
+            return pipe_kernel(conn, stream, answer).await;
         }
     }
-    pipe_socket(conn, stream).await
+    pipe_socket_after(conn, stream, answer).await
 }
 
 #[cfg(target_os = "linux")]
 async fn pipe_kernel(
     conn: RelayedConnection,
     stream: tokio::net::TcpStream,
+    answer: Option<FirstAnswer<'_>>,
 ) -> Result<PipeReport, ClientError> {
     // Pipes are made when bulk data first shows up (short connections never need them); if
     // the process is out of descriptors, that direction keeps the ordinary path.
@@ -995,6 +1095,13 @@ async fn pipe_kernel(
     let (mut sr, mut sw) = stream.into_split();
     let w2 = writer.clone();
     let (sr_ref, sw_ref) = (&mut sr, &mut sw);
+    let (answered_tx, answered_rx) = match answer {
+        Some(_) => {
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
     let up = async move {
         let sr = sr_ref;
         let mut buf = vec![0u8; 64 * 1024];
@@ -1039,6 +1146,12 @@ async fn pipe_kernel(
     let down = async move {
         let sw = sw_ref;
         let mut n_total = 0u64;
+        if let Some(a) = answer {
+            first_answer(&mut reader, &writer, a).await?;
+            if let Some(tx) = answered_tx {
+                let _ = tx.send(true);
+            }
+        }
         while let Some(h) = next_data_frame(&mut reader, &writer, sw).await? {
             while let Some(c) = reader.buffered_chunk(256 * 1024) {
                 sw.write_all(&c).await?;
@@ -1064,19 +1177,23 @@ async fn pipe_kernel(
         }
         Ok(n_total)
     };
-    finish(tokio::try_join!(up, down), || {
-        // The halves are still alive here, so `fd` is still this socket.
-        hyrelay_net::stream::abort_fd(fd);
-        // tokio's OwnedWriteHalf shuts down (FIN) when dropped; forget() skips that, so the
-        // peer's first sign is the reset of the close, never an orderly end.
-        sw.forget();
-    })
+    finish(
+        tokio::try_join!(up_until_answered(up, answered_rx), down),
+        || {
+            // The halves are still alive here, so `fd` is still this socket.
+            hyrelay_net::stream::abort_fd(fd);
+            // tokio's OwnedWriteHalf shuts down (FIN) when dropped; forget() skips that, so the
+            // peer's first sign is the reset of the close, never an orderly end.
+            sw.forget();
+        },
+    )
 }
 
 async fn pipe_inner<S>(
     conn: RelayedConnection,
     stream: S,
     fd: Option<std::os::fd::RawFd>,
+    answer: Option<FirstAnswer<'_>>,
 ) -> Result<PipeReport, ClientError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -1088,6 +1205,13 @@ where
     let (mut sr, mut sw) = tokio::io::split(stream);
     let w2 = writer.clone();
     let (sr_ref, sw_ref) = (&mut sr, &mut sw);
+    let (answered_tx, answered_rx) = match answer {
+        Some(_) => {
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
     let up = async move {
         let sr = sr_ref;
         let mut buf = vec![0u8; 64 * 1024];
@@ -1100,17 +1224,26 @@ where
     let down = async move {
         let sw = sw_ref;
         let mut n_total = 0u64;
+        if let Some(a) = answer {
+            first_answer(&mut reader, &writer, a).await?;
+            if let Some(tx) = answered_tx {
+                let _ = tx.send(true);
+            }
+        }
         while next_data_frame(&mut reader, &writer, sw).await?.is_some() {
             n_total += copy_rest(&mut reader, sw).await?;
         }
         Ok(n_total)
     };
-    finish(tokio::try_join!(up, down), || {
-        if let Some(fd) = fd {
-            // The halves are still alive here, so `fd` is still this socket.
-            hyrelay_net::stream::abort_fd(fd);
-        }
-    })
+    finish(
+        tokio::try_join!(up_until_answered(up, answered_rx), down),
+        || {
+            if let Some(fd) = fd {
+                // The halves are still alive here, so `fd` is still this socket.
+                hyrelay_net::stream::abort_fd(fd);
+            }
+        },
+    )
 }
 
 /// azbridge's in-tunnel preamble, written by the sender: `01 00 {mode} {len} {port name}`.

@@ -12,34 +12,39 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use hyrelay_client::{
-    connect, parse_preamble, pipe_socket, pipe_tcp, preamble, AcceptRequest, ClientError, Listener,
-    ListenerOptions, PipeReport, RelayEndpoint, RelayedConnection, TokenSource,
+    connect, parse_preamble, pipe_socket_after, pipe_tcp_after, preamble, AcceptRequest,
+    ClientError, FirstAnswer, Listener, ListenerOptions, PipeReport, RelayEndpoint,
+    RelayedConnection, TokenSource,
 };
 
 /// A local socket a relayed connection is joined with: TCP takes the kernel-splice path where
-/// it can, Unix sockets the ordinary one.
+/// it can, Unix sockets the ordinary one. `answer`, if given, checks the other end's first
+/// message before anything is carried down.
 trait PipeTo: Sized {
-    fn pipe_to(
+    fn pipe_to<'a>(
         self,
         c: RelayedConnection,
-    ) -> impl std::future::Future<Output = Result<PipeReport, ClientError>> + Send;
+        answer: Option<FirstAnswer<'a>>,
+    ) -> impl std::future::Future<Output = Result<PipeReport, ClientError>> + Send + 'a;
 }
 
 impl PipeTo for tokio::net::TcpStream {
-    fn pipe_to(
+    fn pipe_to<'a>(
         self,
         c: RelayedConnection,
-    ) -> impl std::future::Future<Output = Result<PipeReport, ClientError>> + Send {
-        pipe_tcp(c, self)
+        answer: Option<FirstAnswer<'a>>,
+    ) -> impl std::future::Future<Output = Result<PipeReport, ClientError>> + Send + 'a {
+        pipe_tcp_after(c, self, answer)
     }
 }
 
 impl PipeTo for tokio::net::UnixStream {
-    fn pipe_to(
+    fn pipe_to<'a>(
         self,
         c: RelayedConnection,
-    ) -> impl std::future::Future<Output = Result<PipeReport, ClientError>> + Send {
-        pipe_socket(c, self)
+        answer: Option<FirstAnswer<'a>>,
+    ) -> impl std::future::Future<Output = Result<PipeReport, ClientError>> + Send + 'a {
+        pipe_socket_after(c, self, answer)
     }
 }
 
@@ -665,21 +670,26 @@ async fn forward_out<S>(
     let res: Result<hyrelay_client::PipeReport> = async {
         let mut c = connect(&ep, &relay, &[]).await?;
         c.send(&preamble(&port_name, false)?).await?;
-        let reply = tokio::time::timeout(Duration::from_secs(30), c.recv(16))
-            .await
-            .context("the remote forwarder did not answer the port preamble within 30 s")??
-            .ok_or_else(|| {
-                anyhow!("the remote forwarder has no port '{port_name}' (it closed the connection)")
-            })?;
-        match reply.as_ref() {
-            [1, 0, 0] => {}
-            [0, 0, 0] => bail!("the remote forwarder does not support this preamble version"),
-            [0, 0, x] => {
-                bail!("the remote forwarder refused port '{port_name}' (mode mismatch {x:#x})")
-            }
-            other => bail!("unexpected preamble answer {other:?}"),
-        }
-        Ok(s.pipe_to(c).await?)
+        // The local client's bytes follow the preamble at once; nothing comes down until the
+        // remote forwarder's answer says the port exists. That saves one end-to-end round
+        // trip per connection (azbridge waits for the answer first); the remote end reads
+        // the preamble as a stream prefix either way.
+        let answer = |a: Option<&[u8]>| -> Result<(), ClientError> {
+            Err(ClientError::Peer(match a {
+                Some([1, 0, 0]) => return Ok(()),
+                None => format!(
+                    "the remote forwarder has no port '{port_name}' (it closed the connection)"
+                ),
+                Some([0, 0, 0]) => {
+                    "the remote forwarder does not support this preamble version".into()
+                }
+                Some([0, 0, x]) => format!(
+                    "the remote forwarder refused port '{port_name}' (mode mismatch {x:#x})"
+                ),
+                Some(other) => format!("unexpected preamble answer {other:?}"),
+            }))
+        };
+        Ok(s.pipe_to(c, Some(&answer)).await?)
     }
     .await;
     match res {
@@ -784,6 +794,7 @@ async fn handle_accept(
             (numeric.len() == 1 && name.parse::<u16>().is_ok()).then(|| numeric[0])
         });
         let Some(t) = t else {
+            let _ = c.writer.close(1000, "no such port").await;
             bail!("no remote forward for port '{name}': closing, as azbridge does");
         };
         match (t, datagram) {
@@ -820,14 +831,14 @@ async fn handle_accept(
                 .with_context(|| format!("cannot connect to {addr}"))?;
                 let _ = s.set_nodelay(true);
                 c.send(&[1, 0, 0]).await?;
-                s.pipe_to(c).await?;
+                s.pipe_to(c, None).await?;
             }
             Target::Unix { path, .. } => {
                 let s = tokio::net::UnixStream::connect(path)
                     .await
                     .with_context(|| format!("cannot connect to {}", path.display()))?;
                 c.send(&[1, 0, 0]).await?;
-                s.pipe_to(c).await?;
+                s.pipe_to(c, None).await?;
             }
         }
         Ok(())

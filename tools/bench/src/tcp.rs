@@ -156,6 +156,25 @@ async fn round_trips(addr: &str, n: usize) -> Result<(f64, f64)> {
     Ok((lat[n / 2], lat[n * 99 / 100]))
 }
 
+/// One client, one connection at a time: connect, 1-byte echo end to end, close. The p50 of
+/// that is what a new connection costs in latency (the tunnel's whole setup path).
+async fn setup_latency(addr: &str, n: usize) -> Result<f64> {
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n + 20 {
+        let t = Instant::now();
+        let mut s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        s.write_all(b"e!").await?;
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await?;
+        if i >= 20 {
+            lat.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    Ok(lat[n / 2])
+}
+
 async fn connections(addr: &str, seconds: f64) -> Result<f64> {
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
@@ -214,13 +233,14 @@ async fn main() -> Result<()> {
             let cpu1 = cpu_seconds(&pids);
             let gb = (mib + 8 * (mib / 4)) as f64 * 1048576.0 / 1e9;
             let (p50, p99) = round_trips(&addr, n).await?;
+            let setup = setup_latency(&addr, 500).await?;
             let cps = connections(&addr, conn_seconds).await?;
             println!(
                 "{}",
                 serde_json::json!({
                     "label": label, "addr": addr,
                     "gbps_1": t1, "gbps_8": t8, "rtt_p50_us": p50, "rtt_p99_us": p99,
-                    "conn_per_s": cps,
+                    "conn_per_s": cps, "setup_p50_us": setup,
                     "cpu_s_per_gb": if pids.is_empty() { serde_json::Value::Null } else { ((cpu1 - cpu0) / gb).into() },
                 })
             );
