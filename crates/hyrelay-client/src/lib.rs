@@ -139,6 +139,76 @@ pub struct RelayEndpoint {
     /// Set once a `sb://` loopback endpoint turned out to speak clear WebSocket, so later
     /// connections do not pay for a failed TLS handshake first (shared by clones).
     plain_learned: Arc<std::sync::atomic::AtomicBool>,
+    /// Transport connections dialled ahead of need (shared by clones).
+    warm: Arc<Warm>,
+}
+
+/// How many transport connections per relay address are kept dialled ahead.
+const WARM_TARGET: usize = 2;
+/// A connection dialled ahead is dropped unused after this long, well inside a relay's
+/// header read time-out (30 s for `hyrelay up`), and not replaced until the next use.
+const WARM_MAX_AGE: Duration = Duration::from_secs(15);
+
+/// Transport connections (TCP, and TLS where in use) dialled ahead of need, so a sender or a
+/// rendezvous starts with its HTTP upgrade instead of a TCP and TLS handshake: one round trip
+/// less on loopback, two or three over the Internet with TLS. Nothing is sent on them until
+/// used, so any relay, Azure's too, only sees an idle connection. They are made only after a
+/// connection of the same kind was opened (an idle bridge keeps none), at most
+/// [`WARM_TARGET`] per address, and each is used once.
+#[derive(Default)]
+struct Warm {
+    state: std::sync::Mutex<WarmState>,
+}
+
+#[derive(Default)]
+struct WarmState {
+    idle: Vec<(String, std::time::Instant, Stream)>,
+    dialling: Vec<String>,
+}
+
+impl std::fmt::Debug for Warm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.state.lock().map(|s| s.idle.len()).unwrap_or(0);
+        write!(f, "Warm({n} idle)")
+    }
+}
+
+impl Warm {
+    /// An open, unused connection for `key`, if one is ready.
+    fn take(&self, key: &str) -> Option<Stream> {
+        let mut st = self.state.lock().ok()?;
+        let now = std::time::Instant::now();
+        st.idle
+            .retain(|(_, at, s)| now.duration_since(*at) < WARM_MAX_AGE && s.idle_and_open());
+        let i = st.idle.iter().position(|(k, _, _)| k == key)?;
+        Some(st.idle.swap_remove(i).2)
+    }
+
+    /// Whether another connection for `key` should be dialled now (and notes that it is).
+    fn want(&self, key: &str) -> bool {
+        let Ok(mut st) = self.state.lock() else {
+            return false;
+        };
+        let have = st.idle.iter().filter(|(k, _, _)| k == key).count()
+            + st.dialling.iter().filter(|k| *k == key).count();
+        if have >= WARM_TARGET {
+            return false;
+        }
+        st.dialling.push(key.to_string());
+        true
+    }
+
+    fn done(&self, key: &str, s: Option<Stream>) {
+        if let Ok(mut st) = self.state.lock() {
+            if let Some(i) = st.dialling.iter().position(|k| k == key) {
+                st.dialling.swap_remove(i);
+            }
+            if let Some(s) = s {
+                st.idle
+                    .push((key.to_string(), std::time::Instant::now(), s));
+            }
+        }
+    }
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -190,6 +260,7 @@ impl RelayEndpoint {
             tls,
             entity: None,
             plain_learned: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            warm: Arc::default(),
         })
     }
 
@@ -265,6 +336,42 @@ impl RelayEndpoint {
         Ok(Stream::ClientTls(Box::new(s)))
     }
 
+    /// Dials the transport to `addr`; for the relay's own address (`main`) on a `sb://`
+    /// loopback endpoint, a port that does not speak TLS is learned and reached in clear.
+    async fn dial(
+        &self,
+        addr: &str,
+        host: &str,
+        tls: bool,
+        main: bool,
+    ) -> Result<Stream, ClientError> {
+        match self.dial_addr(addr, host, tls).await {
+            Err(ClientError::Tls { .. })
+                if main && self.security == Security::TlsOrLoopbackPlain =>
+            {
+                tracing::debug!("{addr} does not speak TLS: using clear WebSocket (loopback only)");
+                self.plain_learned
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                self.dial_addr(addr, host, false).await
+            }
+            other => other,
+        }
+    }
+
+    /// Dials one more transport connection to `addr` in the background for the next sender
+    /// or rendezvous, unless enough are ready or on their way.
+    fn dial_ahead(&self, addr: &str, host: &str, tls: bool) {
+        let key = format!("{addr}|{host}|{tls}");
+        if tokio::runtime::Handle::try_current().is_err() || !self.warm.want(&key) {
+            return;
+        }
+        let (me, addr, host) = (self.clone(), addr.to_string(), host.to_string());
+        tokio::spawn(async move {
+            let s = me.dial_addr(&addr, &host, tls).await.ok();
+            me.warm.done(&key, s);
+        });
+    }
+
     /// Opens a WebSocket to `target` (origin form) on the relay, or on the host/port/scheme
     /// of `url` when given (rendezvous addresses).
     async fn open(
@@ -316,18 +423,31 @@ impl RelayEndpoint {
             && self
                 .plain_learned
                 .load(std::sync::atomic::Ordering::Relaxed);
-        let mut stream = match self.dial_addr(&addr, &host, tls && !learned_plain).await {
-            Err(ClientError::Tls { .. })
-                if url.is_none() && self.security == Security::TlsOrLoopbackPlain =>
-            {
-                tracing::debug!("{addr} does not speak TLS: using clear WebSocket (loopback only)");
-                self.plain_learned
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-                self.dial_addr(&addr, &host, false).await?
+        // Senders, rendezvous and HTTP answers come in streams: their transport is dialled
+        // ahead (see `Warm`). A control channel is opened once and needs none.
+        let ahead = what != "listen";
+        let key = format!("{addr}|{host}|{}", tls && !learned_plain);
+        let warmed = if ahead { self.warm.take(&key) } else { None };
+        let was_warm = warmed.is_some();
+        let mut stream = match warmed {
+            Some(s) => s,
+            None => {
+                self.dial(&addr, &host, tls && !learned_plain, url.is_none())
+                    .await?
+            }
+        };
+        if ahead {
+            self.dial_ahead(&addr, &host, stream.is_tls());
+        }
+        let hs = match client_handshake(&mut stream, &addr, &target, headers).await {
+            // The relay closed a connection dialled ahead just as it was used: nothing was
+            // done on it, so a fresh one is as good.
+            Err(_) if was_warm => {
+                stream = self.dial(&addr, &host, stream.is_tls(), false).await?;
+                client_handshake(&mut stream, &addr, &target, headers).await?
             }
             other => other?,
         };
-        let hs = client_handshake(&mut stream, &addr, &target, headers).await?;
         if hs.status != 101 {
             return Err(ClientError::Refused {
                 what,
@@ -1274,6 +1394,53 @@ pub fn parse_preamble(b: &[u8]) -> Result<(String, bool), ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn warm_connections_are_used_once_and_never_when_closed_or_old() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let w = Warm::default();
+        let dial = || async { Stream::Plain(TcpStream::connect(addr).await.unwrap()) };
+        // One ready connection: taken once, then none; another key gets nothing.
+        assert!(w.want("a"));
+        w.done("a", Some(dial().await));
+        let (_kept, _) = l.accept().await.unwrap();
+        assert!(w.take("b").is_none());
+        assert!(w.take("a").is_some());
+        assert!(w.take("a").is_none());
+        // At most WARM_TARGET per key, counting those still being dialled.
+        assert!(w.want("a") && w.want("a") && !w.want("a"));
+        w.done("a", None);
+        w.done("a", None);
+        // The relay closed it while it waited: dropped, not handed out.
+        w.want("a");
+        w.done("a", Some(dial().await));
+        let (closed, _) = l.accept().await.unwrap();
+        drop(closed);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(w.take("a").is_none(), "a closed connection was offered");
+        // The relay sent bytes on a clear connection nobody asked yet: not usable either.
+        w.want("a");
+        w.done("a", Some(dial().await));
+        let (mut talky, _) = l.accept().await.unwrap();
+        talky.write_all(b"HTTP/1.1 408\r\n\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            w.take("a").is_none(),
+            "a connection with unread bytes was offered"
+        );
+        // Too old: dropped.
+        w.want("a");
+        w.done("a", Some(dial().await));
+        let (_kept2, _) = l.accept().await.unwrap();
+        {
+            let mut st = w.state.lock().unwrap();
+            let at = &mut st.idle[0].1;
+            *at = at.checked_sub(WARM_MAX_AGE).expect("clock older than 15 s");
+        }
+        assert!(w.take("a").is_none(), "an old connection was offered");
+        assert!(w.state.lock().unwrap().idle.is_empty());
+    }
 
     #[test]
     fn preamble_roundtrip_and_bytes() {

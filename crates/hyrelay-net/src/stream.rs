@@ -37,6 +37,18 @@ impl Stream {
         !matches!(self, Stream::Plain(_))
     }
 
+    /// For a connection dialled ahead and not used yet: whether it is still open and quiet
+    /// (the peer has not closed it or sent anything a client in this state cannot take;
+    /// TLS may carry post-handshake messages such as session tickets).
+    pub fn idle_and_open(&self) -> bool {
+        let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(self.tcp()).peek(&mut b) {
+            Ok(0) => false,
+            Ok(_) => self.is_tls(),
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        }
+    }
+
     /// The raw descriptor, for [`abort_fd`].
     pub fn raw_fd(&self) -> RawFd {
         self.tcp().as_raw_fd()
