@@ -72,6 +72,26 @@ function transfer(connectOpts, payload) {
   });
 }
 
+// An unmodified hyco-ws listener on hybrid connection `name`, listening; `onWs` gets each sender.
+async function hycoListener(name, onWs) {
+  WS.createRelayBaseUri = (ns, p) => `ws://${ns}/$hc/${p}`;
+  const listenUri = WS.createRelayListenUri(relay.ns, name);
+  const server = WS.createRelayedServer({ server: listenUri, token: () => WS.createRelayToken(listenUri, KEYNAME, relay.key) }, onWs);
+  await new Promise((r) => server.on('listening', r));
+  return server;
+}
+
+// Connects to 127.0.0.1:port, writes `data`, resolves with all it reads until the end.
+function exchange(port, data) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1', () => s.write(data));
+    const parts = [];
+    s.on('data', (d) => parts.push(d));
+    s.on('end', () => resolve(Buffer.concat(parts).toString()));
+    s.on('error', reject);
+  });
+}
+
 async function waitFor(fn, ms = 15000) {
   const t = Date.now() + ms;
   for (;;) { try { return await fn(); } catch (e) { if (Date.now() > t) throw e; await sleep(200); } }
@@ -210,10 +230,8 @@ test('our -T listener serves an unmodified hyco-ws sender speaking the azbridge 
 });
 
 test('an unmodified hyco-ws listener serves our -L side', { timeout: 30000 }, async () => {
-  WS.createRelayBaseUri = (ns, p) => `ws://${ns}/$hc/${p}`;
-  const listenUri = WS.createRelayListenUri(relay.ns, 'wsl');
   let preambleSeen = null;
-  const server = WS.createRelayedServer({ server: listenUri, token: () => WS.createRelayToken(listenUri, KEYNAME, relay.key) }, (ws) => {
+  const server = await hycoListener('wsl', (ws) => {
     let first = true;
     ws.on('message', (m) => {
       if (first) { first = false; preambleSeen = [...Buffer.from(m)]; ws.send(Buffer.from([1, 0, 0])); return; }
@@ -221,16 +239,9 @@ test('an unmodified hyco-ws listener serves our -L side', { timeout: 30000 }, as
       ws.close();
     });
   });
-  await new Promise((r) => server.on('listening', r));
   const lp = await freePort();
   await bridge('-L', `127.0.0.1:${lp}/app:wsl`);
-  const got = await new Promise((resolve, reject) => {
-    const s = net.connect(lp, '127.0.0.1', () => s.write('ping'));
-    const parts = [];
-    s.on('data', (d) => parts.push(d));
-    s.on('end', () => resolve(Buffer.concat(parts).toString()));
-    s.on('error', reject);
-  });
+  const got = await exchange(lp, 'ping');
   server.close();
   assert.deepEqual(preambleSeen, [1, 0, 0, 3, ...Buffer.from('app')]);
   assert.equal(got, 'hyco-ws says: ping');
@@ -239,9 +250,7 @@ test('an unmodified hyco-ws listener serves our -L side', { timeout: 30000 }, as
 test('-L carries the client\'s first bytes before the preamble answer (one round trip less per connection)', { timeout: 30000 }, async () => {
   // An unmodified hyco-ws listener that answers the preamble only once the client's bytes
   // are there: an -L that waited for the answer first would never get a reply.
-  WS.createRelayBaseUri = (ns, p) => `ws://${ns}/$hc/${p}`;
-  const listenUri = WS.createRelayListenUri(relay.ns, 'wsl2');
-  const server = WS.createRelayedServer({ server: listenUri, token: () => WS.createRelayToken(listenUri, KEYNAME, relay.key) }, (ws) => {
+  const server = await hycoListener('wsl2', (ws) => {
     const msgs = [];
     ws.on('message', (m) => {
       msgs.push(Buffer.from(m));
@@ -252,16 +261,9 @@ test('-L carries the client\'s first bytes before the preamble answer (one round
       }
     });
   });
-  await new Promise((r) => server.on('listening', r));
   const lp = await freePort();
   await bridge('-L', `127.0.0.1:${lp}/app:wsl2`);
-  const got = await new Promise((resolve, reject) => {
-    const s = net.connect(lp, '127.0.0.1', () => s.write('first bytes'));
-    const parts = [];
-    s.on('data', (d) => parts.push(d));
-    s.on('end', () => resolve(Buffer.concat(parts).toString()));
-    s.on('error', reject);
-  });
+  const got = await exchange(lp, 'first bytes');
   server.close();
   assert.equal(got, 'early: first bytes', 'the answer itself never reaches the local client');
 });

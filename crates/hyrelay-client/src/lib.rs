@@ -1002,6 +1002,21 @@ pub type FirstAnswer<'a> = &'a (dyn Fn(Option<&[u8]>) -> Result<(), ClientError>
 /// How long [`FirstAnswer`] waits for the other end's first message.
 pub const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The signal from a pipe's down direction to its up direction that the answer passed.
+#[allow(clippy::type_complexity)]
+fn answered_channel(
+    wanted: bool,
+) -> (
+    Option<tokio::sync::watch::Sender<bool>>,
+    Option<tokio::sync::watch::Receiver<bool>>,
+) {
+    if !wanted {
+        return (None, None);
+    }
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    (Some(tx), Some(rx))
+}
+
 /// Runs a pipe's up direction. If it fails while the other end's answer is still awaited,
 /// the error waits for that answer: a refusal (which usually also breaks the up direction)
 /// is then what the pipe reports, not the broken write it caused.
@@ -1026,35 +1041,23 @@ async fn first_answer(
     check: FirstAnswer<'_>,
 ) -> Result<(), ClientError> {
     let got = tokio::time::timeout(ANSWER_WAIT, async {
-        loop {
-            let Some(h) = reader.header().await? else {
-                return Err(ClientError::Io(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionAborted,
-                    "the relayed connection was aborted before the other end answered",
-                )));
-            };
-            match h.opcode {
-                OpCode::Close => {
-                    reader.payload(125).await?;
-                    return Ok(None);
-                }
-                OpCode::Ping => {
-                    let p = reader.payload(125).await?;
-                    writer.lock().await.frame(true, OpCode::Pong, &p).await?;
-                }
-                OpCode::Pong => {
-                    reader.payload(125).await?;
-                }
-                _ if !h.fin || h.len > 255 => {
-                    return Err(ClientError::Peer(format!(
-                        "the other end's first message is not a short answer ({} bytes{})",
-                        h.len,
-                        if h.fin { "" } else { ", fragmented" }
-                    )));
-                }
-                _ => return Ok(Some(reader.payload(255).await?)),
-            }
+        let Some(h) = next_frame(
+            reader,
+            writer,
+            "the relayed connection was aborted before the other end answered",
+        )
+        .await?
+        else {
+            return Ok(None);
+        };
+        if !h.fin || h.len > 255 {
+            return Err(ClientError::Peer(format!(
+                "the other end's first message is not a short answer ({} bytes{})",
+                h.len,
+                if h.fin { "" } else { ", fragmented" }
+            )));
         }
+        Ok(Some(reader.payload(255).await?))
     })
     .await
     .map_err(|_| {
@@ -1097,17 +1100,30 @@ async fn next_data_frame<W: AsyncWrite + Unpin>(
     writer: &tokio::sync::Mutex<FrameWriter<WriteSide>>,
     sw: &mut W,
 ) -> Result<Option<hyrelay_ws::FrameHeader>, ClientError> {
+    let h = next_frame(reader, writer, "the relayed connection was aborted").await?;
+    if h.is_none() {
+        sw.shutdown().await?;
+    }
+    Ok(h)
+}
+
+/// The next data frame's header, answering Pings and skipping Pongs on the way; `None` after
+/// a Close (its payload read). An end without Close is the error `aborted`.
+async fn next_frame(
+    reader: &mut FrameReader<ReadSide>,
+    writer: &tokio::sync::Mutex<FrameWriter<WriteSide>>,
+    aborted: &'static str,
+) -> Result<Option<hyrelay_ws::FrameHeader>, ClientError> {
     loop {
         let Some(h) = reader.header().await? else {
             return Err(ClientError::Io(std::io::Error::new(
                 std::io::ErrorKind::ConnectionAborted,
-                "the relayed connection was aborted",
+                aborted,
             )));
         };
         match h.opcode {
             OpCode::Close => {
                 reader.payload(125).await?;
-                sw.shutdown().await?;
                 return Ok(None);
             }
             OpCode::Ping => {
@@ -1215,13 +1231,7 @@ async fn pipe_kernel(
     let (mut sr, mut sw) = stream.into_split();
     let w2 = writer.clone();
     let (sr_ref, sw_ref) = (&mut sr, &mut sw);
-    let (answered_tx, answered_rx) = match answer {
-        Some(_) => {
-            let (tx, rx) = tokio::sync::watch::channel(false);
-            (Some(tx), Some(rx))
-        }
-        None => (None, None),
-    };
+    let (answered_tx, answered_rx) = answered_channel(answer.is_some());
     let up = async move {
         let sr = sr_ref;
         let mut buf = vec![0u8; 64 * 1024];
@@ -1325,13 +1335,7 @@ where
     let (mut sr, mut sw) = tokio::io::split(stream);
     let w2 = writer.clone();
     let (sr_ref, sw_ref) = (&mut sr, &mut sw);
-    let (answered_tx, answered_rx) = match answer {
-        Some(_) => {
-            let (tx, rx) = tokio::sync::watch::channel(false);
-            (Some(tx), Some(rx))
-        }
-        None => (None, None),
-    };
+    let (answered_tx, answered_rx) = answered_channel(answer.is_some());
     let up = async move {
         let sr = sr_ref;
         let mut buf = vec![0u8; 64 * 1024];
