@@ -140,6 +140,14 @@ test('TCP forward over TLS legs (wss): 8 MiB each way byte-exact', { timeout: 60
   const trailer = `|${payload.length}|${crypto.createHash('sha256').update(payload).digest('hex')}`;
   assert.ok(got.subarray(0, payload.length).equals(payload), 'echoed bytes differ');
   assert.equal(got.subarray(payload.length).toString(), trailer);
+  // Later connections start on TLS connections both bridges dialled ahead (sender and
+  // rendezvous side); each must carry its own bytes and nobody else's.
+  for (let i = 0; i < 4; i++) {
+    const small = crypto.randomBytes(1000 + i);
+    const back = await transfer({ port: lp, host: '127.0.0.1' }, small);
+    assert.ok(back.subarray(0, small.length).equals(small), `connection ${i + 2}: echoed bytes differ`);
+    assert.equal(back.subarray(small.length).toString(), `|${small.length}|${crypto.createHash('sha256').update(small).digest('hex')}`);
+  }
 });
 
 test('1 GiB through -L → relay → -T arrives with the same SHA-256', { timeout: 240000 }, async () => {
