@@ -141,10 +141,20 @@ pub struct RelayEndpoint {
     plain_learned: Arc<std::sync::atomic::AtomicBool>,
     /// Transport connections dialled ahead of need (shared by clones).
     warm: Arc<Warm>,
+    /// How many transport connections per address to keep dialled ahead where that pays
+    /// (see `Warm`): from `HYRELAY_DIAL_AHEAD` (0 turns it off), else [`DIAL_AHEAD`].
+    pub dial_ahead: usize,
 }
 
-/// How many transport connections per relay address are kept dialled ahead.
-const WARM_TARGET: usize = 2;
+/// How many transport connections per relay address are kept dialled ahead by default.
+pub const DIAL_AHEAD: usize = 2;
+
+fn dial_ahead_from_env() -> usize {
+    std::env::var("HYRELAY_DIAL_AHEAD")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(DIAL_AHEAD, |n| n.min(16))
+}
 /// A connection dialled ahead is dropped unused after this long, well inside a relay's
 /// header read time-out (30 s for `hyrelay up`), and not replaced until the next use.
 const WARM_MAX_AGE: Duration = Duration::from_secs(15);
@@ -154,8 +164,8 @@ const WARM_MAX_AGE: Duration = Duration::from_secs(15);
 /// round trips less over the Internet with TLS (used with TLS, or to another machine; not for
 /// a clear loopback relay). Nothing is sent on them until used, so any relay, Azure's too,
 /// only sees an idle connection. They are made only after a connection of the same kind was
-/// opened (an idle bridge keeps none), at most [`WARM_TARGET`] per address, and each is used
-/// once.
+/// opened (an idle bridge keeps none), at most [`RelayEndpoint::dial_ahead`] per address, and
+/// each is used once.
 #[derive(Default)]
 struct Warm {
     state: std::sync::Mutex<WarmState>,
@@ -185,14 +195,15 @@ impl Warm {
         Some(st.idle.swap_remove(i).2)
     }
 
-    /// Whether another connection for `key` should be dialled now (and notes that it is).
-    fn want(&self, key: &str) -> bool {
+    /// Whether another connection for `key` should be dialled now, keeping at most `target`
+    /// ready or on their way (and notes that it is).
+    fn want(&self, key: &str, target: usize) -> bool {
         let Ok(mut st) = self.state.lock() else {
             return false;
         };
         let have = st.idle.iter().filter(|(k, _, _)| k == key).count()
             + st.dialling.iter().filter(|k| *k == key).count();
-        if have >= WARM_TARGET {
+        if have >= target {
             return false;
         }
         st.dialling.push(key.to_string());
@@ -262,6 +273,7 @@ impl RelayEndpoint {
             entity: None,
             plain_learned: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             warm: Arc::default(),
+            dial_ahead: dial_ahead_from_env(),
         })
     }
 
@@ -363,7 +375,8 @@ impl RelayEndpoint {
     /// or rendezvous, unless enough are ready or on their way.
     fn dial_ahead(&self, addr: &str, host: &str, tls: bool) {
         let key = format!("{addr}|{host}|{tls}");
-        if tokio::runtime::Handle::try_current().is_err() || !self.warm.want(&key) {
+        if tokio::runtime::Handle::try_current().is_err() || !self.warm.want(&key, self.dial_ahead)
+        {
             return;
         }
         let (me, addr, host) = (self.clone(), addr.to_string(), host.to_string());
@@ -430,7 +443,7 @@ impl RelayEndpoint {
         // more CPU per connection measured in a connection storm), and a control channel is
         // opened once.
         let use_tls = tls && !learned_plain;
-        let ahead = what != "listen" && (use_tls || !is_loopback(&host));
+        let ahead = self.dial_ahead > 0 && what != "listen" && (use_tls || !is_loopback(&host));
         let key = format!("{addr}|{host}|{use_tls}");
         let warmed = if ahead { self.warm.take(&key) } else { None };
         let was_warm = warmed.is_some();
@@ -1429,25 +1442,26 @@ mod tests {
         let w = Warm::default();
         let dial = || async { Stream::Plain(TcpStream::connect(addr).await.unwrap()) };
         // One ready connection: taken once, then none; another key gets nothing.
-        assert!(w.want("a"));
+        assert!(w.want("a", 2));
         w.done("a", Some(dial().await));
         let (_kept, _) = l.accept().await.unwrap();
         assert!(w.take("b").is_none());
         assert!(w.take("a").is_some());
         assert!(w.take("a").is_none());
-        // At most WARM_TARGET per key, counting those still being dialled.
-        assert!(w.want("a") && w.want("a") && !w.want("a"));
+        // At most `target` per key, counting those still being dialled.
+        assert!(w.want("a", 2) && w.want("a", 2) && !w.want("a", 2));
+        assert!(!w.want("b", 0));
         w.done("a", None);
         w.done("a", None);
         // The relay closed it while it waited: dropped, not handed out.
-        w.want("a");
+        w.want("a", 2);
         w.done("a", Some(dial().await));
         let (closed, _) = l.accept().await.unwrap();
         drop(closed);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(w.take("a").is_none(), "a closed connection was offered");
         // The relay sent bytes on a clear connection nobody asked yet: not usable either.
-        w.want("a");
+        w.want("a", 2);
         w.done("a", Some(dial().await));
         let (mut talky, _) = l.accept().await.unwrap();
         talky.write_all(b"HTTP/1.1 408\r\n\r\n").await.unwrap();
@@ -1457,7 +1471,7 @@ mod tests {
             "a connection with unread bytes was offered"
         );
         // Too old: dropped.
-        w.want("a");
+        w.want("a", 2);
         w.done("a", Some(dial().await));
         let (_kept2, _) = l.accept().await.unwrap();
         {

@@ -24,7 +24,7 @@ use clap::{Parser, Subcommand};
     version,
     propagate_version = true,
     max_term_width = 100,
-    after_long_help = "Environment:\n  HYRELAY_LOG      log filter, e.g. `warn`, `info` (default), `hyrelay_relay=debug`; logs never\n                   carry keys, signatures or tokens\n  HYRELAY_WORKERS  runtime threads: unset = one per core; 1 = one thread (lowest latency for a\n                   bridge or relay sharing a small machine); 0 = the main thread only"
+    after_long_help = "Environment:\n  HYRELAY_LOG      log filter, e.g. `warn`, `info` (default), `hyrelay_relay=debug`; logs never\n                   carry keys, signatures or tokens\n  HYRELAY_WORKERS  runtime threads: unset = one per core; 1 = one thread (fewer cross-thread\n                   wake-ups; worth a try on a small machine); 0 = the main thread only\n  HYRELAY_DIAL_AHEAD  connections a bridge keeps dialled ahead per relay address, so the next\n                   sender or rendezvous skips its TCP+TLS handshake (default 2; 0 = off; used\n                   with TLS or a relay on another machine, never for a clear loopback relay)"
 )]
 struct Cli {
     #[command(subcommand)]
