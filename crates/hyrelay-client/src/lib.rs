@@ -163,9 +163,9 @@ const WARM_MAX_AGE: Duration = Duration::from_secs(15);
 /// rendezvous starts with its HTTP upgrade instead of a TCP and TLS handshake: two or three
 /// round trips less over the Internet with TLS (used with TLS, or to another machine; not for
 /// a clear loopback relay). Nothing is sent on them until used, so any relay, Azure's too,
-/// only sees an idle connection. They are made only after a connection of the same kind was
-/// opened (an idle bridge keeps none), at most [`RelayEndpoint::dial_ahead`] per address, and
-/// each is used once.
+/// only sees an idle connection. They are made only once an address has been used twice
+/// lately (an idle bridge keeps none; a rendezvous host seen once gets none), at most
+/// [`RelayEndpoint::dial_ahead`] per address, and each is used once.
 #[derive(Default)]
 struct Warm {
     state: std::sync::Mutex<WarmState>,
@@ -175,7 +175,14 @@ struct Warm {
 struct WarmState {
     idle: Vec<(String, std::time::Instant, Stream)>,
     dialling: Vec<String>,
+    /// Addresses used lately (at most [`WARM_SEEN`]): dialling ahead starts at the second
+    /// use of an address, so a relay that hands out a different rendezvous host each time
+    /// never gets connections that nobody will use.
+    seen: std::collections::VecDeque<String>,
 }
+
+/// How many recently used addresses [`WarmState::seen`] remembers.
+const WARM_SEEN: usize = 32;
 
 impl std::fmt::Debug for Warm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -193,6 +200,21 @@ impl Warm {
             .retain(|(_, at, s)| now.duration_since(*at) < WARM_MAX_AGE && s.idle_and_open());
         let i = st.idle.iter().position(|(k, _, _)| k == key)?;
         Some(st.idle.swap_remove(i).2)
+    }
+
+    /// Whether `key` was used before (and remembers it now).
+    fn seen_before(&self, key: &str) -> bool {
+        let Ok(mut st) = self.state.lock() else {
+            return false;
+        };
+        if st.seen.iter().any(|k| k == key) {
+            return true;
+        }
+        if st.seen.len() >= WARM_SEEN {
+            st.seen.pop_front();
+        }
+        st.seen.push_back(key.to_string());
+        false
     }
 
     /// Whether another connection for `key` should be dialled now, keeping at most `target`
@@ -375,7 +397,9 @@ impl RelayEndpoint {
     /// or rendezvous, unless enough are ready or on their way.
     fn dial_ahead(&self, addr: &str, host: &str, tls: bool) {
         let key = format!("{addr}|{host}|{tls}");
-        if tokio::runtime::Handle::try_current().is_err() || !self.warm.want(&key, self.dial_ahead)
+        if tokio::runtime::Handle::try_current().is_err()
+            || !self.warm.seen_before(&key)
+            || !self.warm.want(&key, self.dial_ahead)
         {
             return;
         }
@@ -1481,6 +1505,15 @@ mod tests {
         }
         assert!(w.take("a").is_none(), "an old connection was offered");
         assert!(w.state.lock().unwrap().idle.is_empty());
+        // Dialling ahead starts at an address's second use; only the last WARM_SEEN count.
+        assert!(!w.seen_before("h1") && w.seen_before("h1"));
+        for i in 0..WARM_SEEN {
+            w.seen_before(&format!("other{i}"));
+        }
+        assert!(
+            !w.seen_before("h1"),
+            "a forgotten address still counted as seen"
+        );
     }
 
     #[test]
