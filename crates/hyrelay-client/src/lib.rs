@@ -1079,6 +1079,22 @@ where
     r
 }
 
+/// If an answer is expected: reads and checks it, then tells the up direction it passed.
+async fn await_answer(
+    reader: &mut FrameReader<ReadSide>,
+    writer: &tokio::sync::Mutex<FrameWriter<WriteSide>>,
+    answer: Option<FirstAnswer<'_>>,
+    answered: Option<tokio::sync::watch::Sender<bool>>,
+) -> Result<(), ClientError> {
+    if let Some(a) = answer {
+        first_answer(reader, writer, a).await?;
+        if let Some(tx) = answered {
+            let _ = tx.send(true);
+        }
+    }
+    Ok(())
+}
+
 /// Reads the other end's first message (up to 255 bytes, answering Pings) and checks it.
 async fn first_answer(
     reader: &mut FrameReader<ReadSide>,
@@ -1335,12 +1351,7 @@ async fn pipe_kernel(
     let down = async move {
         let sw = sw_ref;
         let mut n_total = 0u64;
-        if let Some(a) = answer {
-            first_answer(&mut reader, &writer, a).await?;
-            if let Some(tx) = answered_tx {
-                let _ = tx.send(true);
-            }
-        }
+        await_answer(&mut reader, &writer, answer, answered_tx).await?;
         while let Some(h) = next_data_frame(&mut reader, &writer, sw).await? {
             while let Some(c) = reader.buffered_chunk(256 * 1024) {
                 sw.write_all(&c).await?;
@@ -1408,12 +1419,7 @@ where
     let down = async move {
         let sw = sw_ref;
         let mut n_total = 0u64;
-        if let Some(a) = answer {
-            first_answer(&mut reader, &writer, a).await?;
-            if let Some(tx) = answered_tx {
-                let _ = tx.send(true);
-            }
-        }
+        await_answer(&mut reader, &writer, answer, answered_tx).await?;
         while next_data_frame(&mut reader, &writer, sw).await?.is_some() {
             n_total += copy_rest(&mut reader, sw).await?;
         }
