@@ -248,11 +248,12 @@ test('an unmodified hyco-ws listener serves our -L side', { timeout: 30000 }, as
     });
   });
   const lp = await freePort();
-  await bridge('-L', `127.0.0.1:${lp}/app:wsl`);
-  const got = await exchange(lp, 'ping');
+  const l = await bridge('-L', `127.0.0.1:${lp}/app:wsl`);
+  const got = await exchange(lp, 'ping').catch((e) => `client error ${e.code}`);
   server.close();
-  assert.deepEqual(preambleSeen, [1, 0, 0, 3, ...Buffer.from('app')]);
-  assert.equal(got, 'hyco-ws says: ping');
+  // (Failed once in ~12 full runs, not reproduced since: the -L log says what it saw.)
+  assert.deepEqual(preambleSeen, [1, 0, 0, 3, ...Buffer.from('app')], `-L log: ${l.log()}`);
+  assert.equal(got, 'hyco-ws says: ping', `-L log: ${l.log()}`);
 });
 
 test('-L carries the client\'s first bytes before the preamble answer (one round trip less per connection)', { timeout: 30000 }, async () => {
