@@ -155,6 +155,7 @@ fn dial_ahead_from_env() -> usize {
         .and_then(|v| v.trim().parse::<usize>().ok())
         .map_or(DIAL_AHEAD, |n| n.min(16))
 }
+
 /// A connection dialled ahead is dropped unused after this long, well inside a relay's
 /// header read time-out (30 s for `hyrelay up`), and not replaced until the next use.
 const WARM_MAX_AGE: Duration = Duration::from_secs(15);
