@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { createRequire } from 'node:module';
-import { startRelay, BIN, PEERS, KEYNAME, sleep } from './harness.mjs';
+import { startRelay, BIN, PEERS, KEYNAME, sleep, freePort } from './harness.mjs';
 import http from 'node:http';
 import { execFile as execFileCb } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -54,12 +54,6 @@ async function bridgeFile(cfg) {
     c.on('exit', (code) => reject(new Error(`bridge exited ${code}: ${err}`)));
   });
   return c;
-}
-
-async function freePort() {
-  const s = net.createServer().listen(0, '127.0.0.1');
-  await new Promise((r) => s.on('listening', r));
-  const p = s.address().port; s.close(); return p;
 }
 
 function transfer(connectOpts, payload) {

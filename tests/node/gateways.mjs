@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import net from 'node:net';
-import { BIN, sasToken, sleep } from './harness.mjs';
+import { BIN, sasToken, sleep, freePort } from './harness.mjs';
 
 export const ROOTKEY = 'c2NhbGUtb3V0LXJvb3Qta2V5LWZvci10aGUtdGVzdHMtMDA=';
 export const SENDKEY = 'c2NhbGUtb3V0LXNlbmRlci1rZXktZm9yLXRoZS10ZXN0cy0=';
@@ -15,13 +15,7 @@ export function redisServerPath() {
   throw new Error('redis-server is not installed: tools/test installs the Debian package redis-server');
 }
 
-export async function freePort(host = '127.0.0.1') {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, host, () => { const p = s.address().port; s.close(() => resolve(p)); });
-  });
-}
+export { freePort };
 
 async function waitPort(port, host = '127.0.0.1', ms = 10000) {
   const end = Date.now() + ms;

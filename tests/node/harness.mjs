@@ -71,6 +71,35 @@ export function once(emitter, event, ms = 10000) {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// Free loopback ports for processes the tests start. "Bind port 0, close, hand the number
+// on" is racy: the number comes from the kernel's ephemeral range (32768-60999 here), and
+// until the child binds it, any outgoing connection - the child's own, to Redis, say - can
+// get it as its source port (CI saw exactly that: "Address already in use"). So ports are
+// taken below that range, in order from a random start per test process, each checked by
+// binding it, and never handed out twice by one process.
+const PORT_LO = 15000, PORT_HI = 32000;
+let nextPort = PORT_LO + Math.floor(Math.random() * (PORT_HI - PORT_LO));
+function canBind(port, host) {
+  return new Promise((r) => {
+    const s = net.createServer();
+    s.once('error', () => r(false));
+    s.listen({ port, host, exclusive: true }, () => s.close(() => r(true)));
+  });
+}
+// `span` consecutive free ports; returns the first.
+export async function freePorts(span = 1, host = '127.0.0.1') {
+  for (let tries = 0; tries < 200; tries++) {
+    if (nextPort + span > PORT_HI) nextPort = PORT_LO;
+    const base = nextPort;
+    nextPort += span;
+    let ok = true;
+    for (let p = base; p < base + span && ok; p++) ok = await canBind(p, host);
+    if (ok) return base;
+  }
+  throw new Error(`no ${span} free consecutive ports in ${PORT_LO}-${PORT_HI} on ${host}`);
+}
+export const freePort = (host = '127.0.0.1') => freePorts(1, host);
+
 // A minimal raw WebSocket client (RFC 6455) for what libraries hide: sending a Close
 // while still reading (half-close), resetting the TCP connection (abort), reading the
 // handshake status line of a refused upgrade.

@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import net from 'node:net';
 import path from 'node:path';
 import fs from 'node:fs';
-import { startRelay, BIN, root, sleep } from './harness.mjs';
+import { startRelay, BIN, root, sleep, freePorts } from './harness.mjs';
 
 const execFile = promisify(execFileCb);
 const PEER = path.join(root, 'tools', 'peers', 'mono-wcf');
@@ -20,19 +20,7 @@ let relay, svc, svcBridge, cliBridge, S, C;
 const children = [];
 
 // A base port with `span` free ports after it (the Mono peer uses base+0..6).
-async function freeBase(span = 7) {
-  for (let tries = 0; tries < 50; tries++) {
-    const base = 20000 + Math.floor(Math.random() * 30000);
-    let ok = true;
-    for (let p = base; p < base + span && ok; p++) {
-      ok = await new Promise((r) => {
-        const s = net.createServer().once('error', () => r(false)).listen(p, '127.0.0.1', () => s.close(() => r(true)));
-      });
-    }
-    if (ok) return base;
-  }
-  throw new Error('no free port range');
-}
+const freeBase = (span = 7) => freePorts(span);
 
 function spawnReady(cmd, args, marker, opts = {}) {
   const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...opts });

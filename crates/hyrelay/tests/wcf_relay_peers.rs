@@ -51,12 +51,28 @@ impl Drop for Relay {
     }
 }
 
+/// A free port for the relay to bind, taken below the kernel's ephemeral range (32768+):
+/// a port from `bind(0)` can be taken by any outgoing connection before the relay binds
+/// it. Ports are handed out in order from a per-process start, each checked by binding.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LO: u32 = 15000;
+    const HI: u32 = 32000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        LO + (std::process::id().wrapping_mul(2654435761) % (HI - LO)),
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..500 {
+        let p = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = (LO + (p - LO) % (HI - LO)) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LO}-{HI}")
 }
 
 fn start_relay() -> Relay {
