@@ -4,6 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import net from 'node:net';
 import crypto from 'node:crypto';
 import path from 'node:path';
 import { createRequire } from 'node:module';
@@ -206,6 +207,28 @@ test('two gateways with the same id: the second refuses to start and says why', 
   const r = relayFails(gatewayConfig({ dir: '@DIR@', id: 'gw-a', port, redis: redis.url }));
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /\[gateway\] id = "gw-a" is already used by a running gateway/);
+});
+
+test('a gateway that cannot bind its port fails before joining the store, so it can be restarted at once', async () => {
+  const held = net.createServer();
+  await new Promise((r) => held.listen(0, '127.0.0.1', r));
+  const taken = held.address().port;
+  try {
+    const r = relayFails(gatewayConfig({ dir: '@DIR@', id: 'gw-p', port: taken, redis: redis.url }));
+    assert.match(r.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${taken}`));
+    assert.doesNotMatch(r.stderr, /joined the shared store/);
+    assert.equal(redis.cli('EXISTS', 'hyrelay:v1:gw:gw-p'), '0', 'the failed gateway left its id in the store');
+  } finally {
+    held.close();
+  }
+  // The same id on a free port starts straight away (before, the id stayed taken for a TTL).
+  const g = await startGateway({ id: 'gw-p', redis: redis.url });
+  try {
+    assert.equal(redis.cli('EXISTS', 'hyrelay:v1:gw:gw-p'), '1');
+  } finally {
+    await g.stop();
+    g.cleanup();
+  }
 });
 
 test('bad store settings fail fast with a message naming the key', async () => {

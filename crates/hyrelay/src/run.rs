@@ -310,6 +310,20 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
         gateway_id: gateway_id.clone(),
         ..Default::default()
     };
+    // The relay's own ports are bound before it joins a shared store: a gateway that
+    // cannot listen must fail without ever having been announced to the other gateways.
+    let mut eps = Vec::new();
+    let (mut http_port, mut https_port) = (0, 0);
+    if let Some(addr) = cfg.listen.http {
+        let ep = Endpoint::bind(addr, None).await?;
+        http_port = ep.local_addr()?.port();
+        eps.push(ep);
+    }
+    if let Some(addr) = cfg.listen.https {
+        let ep = Endpoint::bind(addr, tls_cfg.clone()).await?;
+        https_port = ep.local_addr()?.port();
+        eps.push(ep);
+    }
     let (relay, notices) = match &cfg.store.redis {
         None => (Relay::new(opts)?, None),
         Some(url) => {
@@ -332,18 +346,6 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
     };
     if let Some(rx) = notices {
         tokio::spawn(relay.clone().run_gateway(rx));
-    }
-    let mut eps = Vec::new();
-    let (mut http_port, mut https_port) = (0, 0);
-    if let Some(addr) = cfg.listen.http {
-        let ep = Endpoint::bind(addr, None).await?;
-        http_port = ep.local_addr()?.port();
-        eps.push(ep);
-    }
-    if let Some(addr) = cfg.listen.https {
-        let ep = Endpoint::bind(addr, tls_cfg.clone()).await?;
-        https_port = ep.local_addr()?.port();
-        eps.push(ep);
     }
     let mut amqp_bound = None;
     let registry = Arc::new(hyrelay_relay::wcf_amqp::WcfRegistry::default());
