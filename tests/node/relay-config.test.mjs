@@ -38,6 +38,7 @@ hosts = ["127.0.0.1", "localhost"]
     primary_key = "${SENDKEY}"
 `);
   assert.match(execFileSync(BIN, ['relay', '--config', cfg, '--check-config'], { encoding: 'utf8' }), /ok \(1 namespaces\)/);
+  assert.match(execFileSync(BIN, ['relay', '--check-config', cfg], { encoding: 'utf8' }), /ok \(1 namespaces\)/, 'the --check-config FILE form');
   child = spawn(BIN, ['relay', '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HYRELAY_LOG: 'warn' } });
   addr = await new Promise((resolve, reject) => {
     let out = '';
@@ -100,4 +101,81 @@ test('an expired listener token is tolerated for token_grace, then the channel i
   const pong = await lives.next(3000);
   assert.equal(pong.op, 10, 'the renewed channel stays open');
   lives.abort();
+});
+
+test('SIGHUP re-reads the file: kept entities keep their listeners, removed ones are closed, added ones and new keys work; a broken file is refused and the relay runs on', { timeout: 30000 }, async () => {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'hyrelay-hup-'));
+  const cfg = path.join(d, 'relay.toml');
+  const KEY2 = 'bmV3LXNlbmRlci1rZXktYWZ0ZXItc2lnaHVwLTAwMDAwMA==';
+  const file = ({ hcs, sendKey, port = 0 }) => `
+data_dir = "${d}/data"
+[listen]
+http = "127.0.0.1:${port}"
+[[namespaces]]
+name = "contoso"
+hosts = ["127.0.0.1"]
+  [[namespaces.rules]]
+  name = "RootManageSharedAccessKey"
+  rights = ["listen", "send", "manage"]
+  primary_key = "${ROOTKEY}"
+  [[namespaces.rules]]
+  name = "callers"
+  rights = ["send"]
+  primary_key = "${sendKey}"
+${hcs.map((h) => `  [[namespaces.hybrid_connections]]\n  name = "${h}"\n`).join('')}`;
+  fs.writeFileSync(cfg, file({ hcs: ['keep', 'drop'], sendKey: SENDKEY }));
+  const relay = spawn(BIN, ['relay', '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HYRELAY_LOG: 'info' } });
+  let err = '';
+  relay.stderr.on('data', (x) => { err += x; });
+  const a = await new Promise((resolve, reject) => {
+    let out = '';
+    relay.stdout.on('data', (x) => { out += x; const m = out.match(/hyrelay ready: (\S+)/); if (m) resolve(m[1]); });
+    relay.on('exit', (c) => reject(new Error(`relay exited ${c}: ${err}`)));
+  });
+  const port = a.split(':').pop();
+  const t = (hc, name, key) => ({ ServiceBusAuthorization: sasToken(`http://127.0.0.1/${hc}`, name, key) });
+  const listen = (hc) => RawWs.connect(`ws://${a}/$hc/${hc}?sb-hc-action=listen`, t(hc, 'RootManageSharedAccessKey', ROOTKEY));
+  const waitLog = async (re, ms = 5000) => {
+    const end = Date.now() + ms;
+    while (!re.test(err)) { if (Date.now() > end) throw new Error(`no ${re} in the relay log:\n${err}`); await new Promise((r) => setTimeout(r, 50)); }
+  };
+  try {
+    const keep = await listen('keep');
+    const drop = await listen('drop');
+    assert.deepEqual([keep.status, drop.status], [101, 101]);
+    assert.equal((await listen('added')).status, 404, 'not configured yet');
+
+    // A broken file: refused, logged, nothing changes.
+    fs.writeFileSync(cfg, file({ hcs: ['keep'], sendKey: SENDKEY }) + '\n[limits]\naccept_timeout = "soon"\n');
+    relay.kill('SIGHUP');
+    await waitLog(/SIGHUP: the file was not applied, the running configuration stays: [\s\S]*accept_timeout = "soon"[\s\S]*not a duration/);
+    assert.equal(relay.exitCode, null, 'the relay must not die on SIGHUP');
+    assert.equal((await listen('drop')).status, 101, 'the broken file was not applied');
+
+    // The real change: 'drop' removed, 'added' added, the callers key rotated, and a
+    // [listen] change that needs a restart.
+    fs.writeFileSync(cfg, file({ hcs: ['keep', 'added'], sendKey: KEY2, port: Number(port) + 1 }));
+    relay.kill('SIGHUP');
+    await waitLog(/SIGHUP: configuration re-read/);
+    await waitLog(/SIGHUP: \[listen\] changed in .* only take effect after a restart/);
+    const closed = await drop.next(5000);
+    assert.ok(closed && closed.op === 8, 'the listener of the removed hybrid connection gets a Close frame');
+    assert.equal(closed.payload.readUInt16BE(0), 1001);
+    const added = await listen('added');
+    assert.equal(added.status, 101, 'the added hybrid connection serves listeners');
+    // The kept listener is still the same connection: a sender reaches it.
+    const sending = RawWs.connect(`ws://${a}/$hc/keep?sb-hc-action=connect`, t('keep', 'callers', KEY2));
+    const accept = await keep.next(5000);
+    assert.ok(accept && JSON.parse(accept.payload.toString()).accept, 'the kept listener got the accept');
+    const rendezvous = await RawWs.connect(JSON.parse(accept.payload.toString()).accept.address);
+    const s = await sending;
+    assert.deepEqual([rendezvous.status, s.status], [101, 101], 'the sender with the new key is relayed');
+    rendezvous.abort(); s.abort();
+    const old = await RawWs.connect(`ws://${a}/$hc/keep?sb-hc-action=connect`, t('keep', 'callers', SENDKEY));
+    assert.equal(old.status, 401, 'the rotated-out key is refused');
+    [keep, drop, added, old].forEach((x) => x.abort());
+  } finally {
+    relay.kill('SIGTERM');
+    fs.rmSync(d, { recursive: true, force: true });
+  }
 });

@@ -406,6 +406,9 @@ pub struct Relay {
     pub started: Instant,
     /// The WCF Relay face's listener registry, when that face is on.
     pub wcf: std::sync::OnceLock<Arc<crate::wcf_amqp::WcfRegistry>>,
+    /// The namespaces of the configuration file now in force (starts as
+    /// `opts.config_namespaces`; [`Relay::reconfigure`] replaces it).
+    fixed: RwLock<Vec<Namespace>>,
 }
 
 impl Relay {
@@ -423,6 +426,7 @@ impl Relay {
         state: Option<State>,
     ) -> Result<Arc<Relay>, ConfigError> {
         let r = Arc::new(Relay {
+            fixed: RwLock::new(opts.config_namespaces.clone()),
             opts,
             model: RwLock::new(Arc::new(Vec::new())),
             listeners: Mutex::new(HashMap::new()),
@@ -456,9 +460,30 @@ impl Relay {
         self.model().iter().find(|n| n.serves(host)).cloned()
     }
 
+    fn fixed_namespaces(&self) -> Vec<Namespace> {
+        self.fixed.read().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    /// Puts the configuration file's namespaces (re-read on SIGHUP) in force, merged with
+    /// the run-time state as at start-up. Listeners of hybrid connections that still exist
+    /// stay connected; those of removed ones are closed with 1001; changed rules and keys
+    /// apply to the next token checked.
+    pub async fn reconfigure(&self, namespaces: Vec<Namespace>) -> Result<(), String> {
+        let state = match (&self.opts.data_dir, self.store.shared()) {
+            (_, true) => self.load_state().await?,
+            (Some(d), false) => State::load(d).map_err(|e| e.to_string())?,
+            (None, false) => State::default(),
+        };
+        if let Ok(mut f) = self.fixed.write() {
+            *f = namespaces;
+        }
+        self.apply_state(&state);
+        Ok(())
+    }
+
     /// Applies run-time entities `state` (merged with the configuration's).
     pub fn apply_state(&self, state: &State) {
-        self.apply(config::merge(self.opts.config_namespaces.clone(), state));
+        self.apply(config::merge(self.fixed_namespaces(), state));
     }
 
     /// The run-time state: the shared store's when there is one, else the data directory's.
@@ -508,7 +533,7 @@ impl Relay {
             Some(d) => State::load(d)?,
             None => State::default(),
         };
-        self.apply(config::merge(self.opts.config_namespaces.clone(), &state));
+        self.apply(config::merge(self.fixed_namespaces(), &state));
         if let Some(d) = &self.opts.data_dir {
             let stamp = std::fs::metadata(State::path(d))
                 .and_then(|m| m.modified())

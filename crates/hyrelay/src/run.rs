@@ -46,12 +46,38 @@ pub struct UpArgs {
 
 #[derive(clap::Args)]
 pub struct RelayArgs {
-    /// The configuration file (TOML).
-    #[arg(long, short = 'c', value_name = "FILE")]
-    config: PathBuf,
-    /// Only validate the file and exit.
-    #[arg(long)]
-    check_config: bool,
+    /// The configuration file (TOML). SIGHUP re-reads it: namespaces, rules, keys and
+    /// hybrid connections apply at once; other sections are reported as needing a restart.
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "FILE",
+        required_unless_present = "check_config"
+    )]
+    config: Option<PathBuf>,
+    /// Only validate the file and exit (0 and "ok" when valid; otherwise the error names
+    /// the file, line and key): `--config FILE --check-config` or `--check-config FILE`.
+    #[arg(long, value_name = "FILE")]
+    check_config: Option<Option<PathBuf>>,
+}
+
+impl RelayArgs {
+    /// The file to run or check, given once with --config or --check-config.
+    fn file(&self) -> Result<PathBuf> {
+        let check = self.check_config.clone().flatten();
+        match (&self.config, check) {
+            (Some(c), Some(k)) if *c != k => bail!(
+                "--config {} and --check-config {} name two files; give the file once",
+                c.display(),
+                k.display()
+            ),
+            (Some(c), _) => Ok(c.clone()),
+            (None, Some(k)) => Ok(k),
+            (None, None) => bail!(
+                "--check-config needs a file: --check-config FILE, or --config FILE --check-config"
+            ),
+        }
+    }
 }
 
 fn load_or_init_up_state(dir: &Path) -> Result<State> {
@@ -189,15 +215,26 @@ pub async fn up(a: UpArgs) -> Result<()> {
     tracing::info!("listening on http://{host}:{hp} and https://{host}:{sp}");
     let mut eps = vec![http, https];
     eps.extend(mgmt);
-    run_servers(relay, eps).await
+    run_servers(relay, eps, None).await
 }
 
-async fn run_servers(relay: Arc<Relay>, eps: Vec<Endpoint>) -> Result<()> {
+/// The configuration file a relay runs from, and what it said at start-up, for SIGHUP.
+struct ConfigFile {
+    path: std::path::PathBuf,
+    running: RelayConfig,
+}
+
+async fn run_servers(
+    relay: Arc<Relay>,
+    eps: Vec<Endpoint>,
+    file: Option<ConfigFile>,
+) -> Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for ep in eps {
         tasks.spawn(serve(relay.clone(), ep));
     }
     tasks.spawn(watch_state(relay.clone()));
+    tasks.spawn(on_hangup(relay.clone(), file));
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {
             tracing::info!("interrupted: shutting down");
@@ -239,6 +276,97 @@ async fn check_public_address(public: &str) -> Result<()> {
     }
 }
 
+/// SIGHUP: re-read the configuration file and put its namespaces, rules and hybrid
+/// connections in force (listeners of entities that stay keep their connections). Sections
+/// that need new sockets or a new store ([listen], [tls], [store], [gateway], [wcf_relay],
+/// [limits], data_dir) are compared and named in a warning; a file that does not load is
+/// refused and the running configuration stays. Without a file (`hyrelay up`), the data
+/// directory's entities are re-read.
+async fn on_hangup(relay: Arc<Relay>, file: Option<ConfigFile>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return std::future::pending().await;
+    };
+    let mut file = file;
+    while hup.recv().await.is_some() {
+        let Some(f) = file.as_mut() else {
+            match relay.reload() {
+                Ok(()) => tracing::info!("SIGHUP: entities re-read from the data directory"),
+                Err(e) => {
+                    tracing::error!("SIGHUP: the data directory's state was not applied: {e}")
+                }
+            }
+            continue;
+        };
+        let loaded = RelayConfig::load(&f.path).and_then(|c| {
+            let m = c.model(&f.path)?;
+            Ok((c, m))
+        });
+        let (cfg, namespaces) = match loaded {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(
+                    "SIGHUP: the file was not applied, the running configuration stays: {e}"
+                );
+                continue;
+            }
+        };
+        let restart: Vec<&str> = [
+            (
+                "data_dir",
+                format!("{:?}", cfg.data_dir) != format!("{:?}", f.running.data_dir),
+            ),
+            (
+                "[listen]",
+                format!("{:?}", cfg.listen) != format!("{:?}", f.running.listen),
+            ),
+            (
+                "[tls]",
+                format!("{:?}", cfg.tls) != format!("{:?}", f.running.tls),
+            ),
+            (
+                "[gateway]",
+                format!("{:?}", cfg.gateway) != format!("{:?}", f.running.gateway),
+            ),
+            (
+                "[store]",
+                format!("{:?}", cfg.store) != format!("{:?}", f.running.store),
+            ),
+            (
+                "[wcf_relay]",
+                format!("{:?}", cfg.wcf_relay) != format!("{:?}", f.running.wcf_relay),
+            ),
+            (
+                "[limits]",
+                format!("{:?}", cfg.limits) != format!("{:?}", f.running.limits),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect();
+        let count = namespaces.len();
+        match relay.reconfigure(namespaces).await {
+            Ok(()) => tracing::info!(
+                file = %f.path.display(),
+                namespaces = count,
+                "SIGHUP: configuration re-read; namespaces, rules and hybrid connections applied"
+            ),
+            Err(e) => {
+                tracing::error!("SIGHUP: the run-time state could not be read ({e}); the running configuration stays");
+                continue;
+            }
+        }
+        if !restart.is_empty() {
+            tracing::warn!(
+                "SIGHUP: {} changed in {} and only take effect after a restart",
+                restart.join(", "),
+                f.path.display()
+            );
+        }
+        // The namespaces are in force; what needs a restart is compared with start-up.
+        f.running.namespaces = cfg.namespaces;
+    }
+}
+
 async fn terminate() {
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(mut s) => {
@@ -249,16 +377,17 @@ async fn terminate() {
 }
 
 pub async fn relay(a: RelayArgs) -> Result<()> {
-    let cfg = RelayConfig::load(&a.config)?;
-    let namespaces = cfg.model(&a.config)?;
-    if a.check_config {
-        println!(
-            "{}: ok ({} namespaces)",
-            a.config.display(),
-            namespaces.len()
-        );
+    let path = a.file()?;
+    let cfg = RelayConfig::load(&path)?;
+    let namespaces = cfg.model(&path)?;
+    if a.check_config.is_some() {
+        println!("{}: ok ({} namespaces)", path.display(), namespaces.len());
         return Ok(());
     }
+    let file = ConfigFile {
+        path: path.clone(),
+        running: cfg.clone(),
+    };
     let amqp_addr = cfg.wcf_relay.as_ref().and_then(|w| w.amqp);
     let oneway_addr = cfg.wcf_relay.as_ref().and_then(|w| w.oneway);
     let oneway_tls_addr = cfg.wcf_relay.as_ref().and_then(|w| w.oneway_tls);
@@ -334,11 +463,11 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let store = RedisStore::connect(url, &gateway_id, ttl, tx)
                 .await
-                .map_err(|e| anyhow::anyhow!("{}: {e}", a.config.display()))?;
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             let state = store
                 .load_state()
                 .await
-                .map_err(|e| anyhow::anyhow!("{}: {e}", a.config.display()))?
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
                 .unwrap_or_default();
             tracing::info!(gateway = %gateway_id, store = %redact_url(url), ttl = ?ttl, "gateway joined the shared store");
             (Relay::with_store(opts, store, Some(state))?, Some(rx))
@@ -436,7 +565,7 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
         check_public_address(public).await.map_err(|e| {
             anyhow::anyhow!(
                 "{}: [gateway] public_address = \"{public}\" {e}",
-                a.config.display()
+                path.display()
             )
         })?;
     }
@@ -465,7 +594,7 @@ pub async fn relay(a: RelayArgs) -> Result<()> {
         addrs.push(format!("sbmp={a}"));
     }
     println!("hyrelay ready: {}", addrs.join(" "));
-    run_servers(relay, eps).await
+    run_servers(relay, eps, Some(file)).await
 }
 
 /// What NetTcpRelay listeners are told to dial back: the 9352 socket's IPv4 address (an
