@@ -276,6 +276,17 @@ pub struct RelayConfig {
     pub namespaces: Vec<NamespaceConfig>,
 }
 
+/// Rule names are unique within their scope (a token names its rule).
+fn unique_rules(rules: &[RuleConfig], scope: &str) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for r in rules {
+        if !seen.insert(r.name.as_str()) {
+            return Err(format!("{scope}: rule '{}' is defined twice", r.name));
+        }
+    }
+    Ok(())
+}
+
 impl RelayConfig {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<RelayConfig, ConfigError> {
@@ -354,11 +365,61 @@ impl RelayConfig {
                 ));
             }
         }
+        let l = &self.limits;
+        if l.accept_timeout < Duration::from_secs(1) || l.accept_timeout > Duration::from_secs(600)
+        {
+            return Err(inv(format!(
+                "[limits] accept_timeout = {:?}: expected 1s to 10m (Azure: 30s)",
+                l.accept_timeout
+            )));
+        }
+        if l.token_grace > Duration::from_secs(86_400) {
+            return Err(inv(format!(
+                "[limits] token_grace = {:?}: expected at most 24h",
+                l.token_grace
+            )));
+        }
+        if l.listeners_per_entity == 0 || l.listeners_per_entity > 10_000 {
+            return Err(inv(format!(
+                "[limits] listeners_per_entity = {}: expected 1 to 10000 (Azure: 25)",
+                l.listeners_per_entity
+            )));
+        }
+        if !(1024..=64 << 20).contains(&l.control_message_bytes) {
+            return Err(inv(format!(
+                "[limits] control_message_bytes = {}: expected 1024 to 67108864 (Azure: 65536)",
+                l.control_message_bytes
+            )));
+        }
+        // Which namespace serves a Host header must not depend on the order in the file.
+        let mut hosts: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+        let mut catch_all: Option<&str> = None;
+        for ns in &self.namespaces {
+            if ns.hosts.is_empty() {
+                if let Some(other) = catch_all.replace(&ns.name) {
+                    return Err(inv(format!(
+                        "namespaces '{other}' and '{}' both omit hosts (which means every host name); give each its own hosts",
+                        ns.name
+                    )));
+                }
+            }
+            for h in &ns.hosts {
+                if let Some(other) = hosts.insert(h.to_ascii_lowercase(), &ns.name) {
+                    if other != ns.name {
+                        return Err(inv(format!(
+                            "host '{h}' is listed by namespaces '{other}' and '{}'; a host name belongs to one namespace",
+                            ns.name
+                        )));
+                    }
+                }
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for ns in &self.namespaces {
             if !names.insert(ns.name.to_ascii_lowercase()) {
                 return Err(inv(format!("namespace '{}' is defined twice", ns.name)));
             }
+            unique_rules(&ns.rules, &format!("namespace '{}'", ns.name)).map_err(inv)?;
             for r in &ns.rules {
                 r.to_rule(path)?;
             }
@@ -376,11 +437,29 @@ impl RelayConfig {
                         ns.name, hc.name
                     )));
                 }
+                unique_rules(
+                    &hc.rules,
+                    &format!("namespace '{}', hybrid connection '{}'", ns.name, hc.name),
+                )
+                .map_err(inv)?;
                 for r in &hc.rules {
                     r.to_rule(path)?;
                 }
             }
+            let mut wcf = std::collections::HashSet::new();
             for w in &ns.wcf_relays {
+                if w.name.trim_matches('/').is_empty() {
+                    return Err(inv(format!(
+                        "namespace '{}': a wcf relay has an empty name",
+                        ns.name
+                    )));
+                }
+                if !wcf.insert(w.name.trim_matches('/').to_ascii_lowercase()) {
+                    return Err(inv(format!(
+                        "namespace '{}': wcf relay '{}' is defined twice",
+                        ns.name, w.name
+                    )));
+                }
                 if !["nettcp", "http", "oneway", "event"].contains(&w.relay_type.as_str()) {
                     return Err(inv(format!(
                         "wcf relay '{}': relay_type '{}' must be nettcp, http, oneway or event",
