@@ -381,5 +381,11 @@ WcfEndpoints:
   assert.match(again.out, /Score=533/);
   const table = (await execFile(BIN, ['bridge', 'status', '--address', `127.0.0.1:${statusPort}`])).stdout;
   assert.match(table, /ENDPOINT +SIDE +MODE +TARGET +SESSIONS +ACTIVE +CALLS +ERRORS/);
+  assert.doesNotMatch(b.log(), /only WcfEndpoints are re-applied/, 'so far only WcfEndpoints changed');
+  // A change outside WcfEndpoints is not applied live, and the log says which key (names only).
+  fs.writeFileSync(file, yml('relayed').replace(`StatusAddress: 127.0.0.1:${statusPort}`, `StatusAddress: 127.0.0.1:${statusPort + 1}`));
+  for (let i = 0; i < 50 && !/only WcfEndpoints are re-applied/.test(b.log()); i++) await sleep(100);
+  assert.match(b.log(), /bridge\.yml: StatusAddress changed; only WcfEndpoints are re-applied while the bridge runs, the rest takes effect after a restart/);
+  assert.equal(row(await status(), `net.tcp://127.0.0.1:${M}/creditcheck`).mode, 'relayed', 'the status page still answers where it started');
   b.kill('SIGTERM');
 });

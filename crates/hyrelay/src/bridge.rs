@@ -140,6 +140,8 @@ async fn watch_config(
 ) {
     let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut last = mtime(&path);
+    // What runs besides the WCF endpoints was set up from the file as it was at start-up.
+    let running = crate::bridge_config::BridgeFile::load(&path).ok();
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
         let by_signal = tokio::select! {
@@ -154,17 +156,70 @@ async fn watch_config(
         let res = async {
             let f = crate::bridge_config::BridgeFile::load(&path)?;
             let specs = crate::wcf::collect_specs(&cli_wcf, &cli_local, &f.wcf_endpoints, gateway)?;
-            mgr.lock().await.apply(&specs).await
+            mgr.lock().await.apply(&specs).await?;
+            Ok::<_, anyhow::Error>(f)
         }
         .await;
         match res {
-            Ok(()) => tracing::info!("{}: WCF endpoints re-applied", path.display()),
+            Ok(f) => {
+                tracing::info!("{}: WCF endpoints re-applied", path.display());
+                let changed = running
+                    .as_ref()
+                    .map(|r| needs_restart(r, &f))
+                    .unwrap_or_default();
+                if !changed.is_empty() {
+                    tracing::warn!(
+                        "{}: {} changed; only WcfEndpoints are re-applied while the bridge runs, the rest takes effect after a restart",
+                        path.display(),
+                        changed.join(", ")
+                    );
+                }
+            }
             Err(e) => tracing::error!(
                 "{}: not applied, the running endpoints are unchanged: {e:#}",
                 path.display()
             ),
         }
     }
+}
+
+/// The keys of a bridge file, other than WcfEndpoints, whose change needs a restart (names
+/// only: values may hold keys).
+fn needs_restart(
+    a: &crate::bridge_config::BridgeFile,
+    b: &crate::bridge_config::BridgeFile,
+) -> Vec<&'static str> {
+    let d = |x: &dyn std::fmt::Debug| format!("{x:?}");
+    let credentials = |f: &crate::bridge_config::BridgeFile| {
+        d(&(
+            &f.azure_relay_connection_string,
+            &f.azure_relay_endpoint,
+            &f.azure_relay_shared_access_key_name,
+            &f.azure_relay_shared_access_key,
+            &f.azure_relay_shared_access_signature,
+        ))
+    };
+    [
+        ("LocalForward", d(&a.local_forward) != d(&b.local_forward)),
+        (
+            "RemoteForward",
+            d(&a.remote_forward) != d(&b.remote_forward),
+        ),
+        ("StatusAddress", a.status_address != b.status_address),
+        (
+            "the AzureRelay* credentials",
+            credentials(a) != credentials(b),
+        ),
+        ("BindAddress", a.bind_address != b.bind_address),
+        ("GatewayPorts", a.gateway_ports != b.gateway_ports),
+        (
+            "KeepAliveInterval",
+            a.keep_alive_interval != b.keep_alive_interval,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(k, changed)| changed.then_some(k))
+    .collect()
 }
 
 async fn status(address: &str, json: bool) -> Result<()> {
