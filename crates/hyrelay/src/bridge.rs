@@ -82,13 +82,14 @@ pub struct BridgeArgs {
     /// Pre-issued SAS token.
     #[arg(short = 's', long = "signature")]
     signature: Option<String>,
-    /// Keep-alive interval of listener control channels, seconds.
-    #[arg(short = 'a', long = "keep-alive", default_value_t = 30)]
-    keep_alive: u64,
+    /// Keep-alive interval of listener control channels, seconds [default: 30, or the
+    /// file's KeepAliveInterval].
+    #[arg(short = 'a', long = "keep-alive")]
+    keep_alive: Option<u64>,
     /// Gateway ports: let other hosts connect to -L ports (bind 0.0.0.0 instead of 127.0.0.1).
     #[arg(short = 'g', long = "gateway-ports")]
     gateway_ports: bool,
-    /// Source address for outbound connections of -T.
+    /// Source address for outbound connections of -T (the file's top-level BindAddress).
     #[arg(short = 'b', long = "bind-address")]
     bind_address: Option<std::net::IpAddr>,
     /// azbridge configuration file (YAML: LocalForward, RemoteForward, AzureRelayConnectionString,
@@ -930,8 +931,16 @@ pub async fn run(mut a: BridgeArgs) -> Result<()> {
             .signature
             .or(f.azure_relay_shared_access_signature.clone());
         a.gateway_ports |= f.gateway_ports;
-        if let Some(k) = f.keep_alive_interval {
-            a.keep_alive = k;
+        a.keep_alive = a.keep_alive.or(f.keep_alive_interval);
+        if a.bind_address.is_none() {
+            if let Some(b) = &f.bind_address {
+                a.bind_address = Some(b.parse().map_err(|_| {
+                    anyhow!(
+                        "{}: BindAddress '{b}': expected an IP address (the source address of outbound connections, as -b)",
+                        path.display()
+                    )
+                })?);
+            }
         }
         for s in f.specs()? {
             use crate::bridge_config::Spec;
@@ -1027,7 +1036,7 @@ pub async fn run(mut a: BridgeArgs) -> Result<()> {
             (**ep).clone(),
             &relay,
             ListenerOptions {
-                keep_alive: Duration::from_secs(a.keep_alive.max(1)),
+                keep_alive: Duration::from_secs(a.keep_alive.unwrap_or(30).max(1)),
                 ..Default::default()
             },
         );
@@ -1053,7 +1062,7 @@ pub async fn run(mut a: BridgeArgs) -> Result<()> {
             (**ep).clone(),
             &relay,
             ListenerOptions {
-                keep_alive: Duration::from_secs(a.keep_alive.max(1)),
+                keep_alive: Duration::from_secs(a.keep_alive.unwrap_or(30).max(1)),
                 ..Default::default()
             },
         )
@@ -1082,7 +1091,7 @@ pub async fn run(mut a: BridgeArgs) -> Result<()> {
     let specs = crate::wcf::collect_specs(&a.wcf, &a.wcf_local, &file_wcf, a.gateway_ports)?;
     let mgr = Arc::new(tokio::sync::Mutex::new(crate::wcf::Manager::new(
         ep.clone(),
-        Duration::from_secs(a.keep_alive.max(1)),
+        Duration::from_secs(a.keep_alive.unwrap_or(30).max(1)),
     )));
     mgr.lock().await.apply(&specs).await?;
     // The WCF endpoints run in tasks of their own: keep the bridge up while they exist.

@@ -217,8 +217,9 @@ impl BridgeFile {
                 match (&b.bind_local_socket, &b.bind_port) {
                     (Some(sock), _) => parts.push(format!("{sock}{name}")),
                     (None, Some(p)) => {
-                        let addr = b.bind_address.clone().or_else(|| self.bind_address.clone());
-                        parts.push(match addr {
+                        // The top-level BindAddress is azbridge's -b (the source address of
+                        // outbound connections), not a listen address.
+                        parts.push(match b.bind_address.clone() {
                             Some(a) => format!("{a}:{}{name}", p.text()),
                             None => format!("{}{name}", p.text()),
                         })
@@ -245,10 +246,24 @@ impl BridgeFile {
                 insecure: r.insecure,
                 path: r.path.clone(),
             };
+            // azbridge writes `-H` in YAML as a forward with `Http: true` and a binding whose
+            // PortName is http/https: forward-level Http, Insecure, Path and Host hold for
+            // every binding that does not set its own.
+            let inherited: Vec<RemoteBinding> = r
+                .bindings
+                .iter()
+                .map(|b| RemoteBinding {
+                    http: b.http || r.http,
+                    insecure: b.insecure || r.insecure,
+                    path: b.path.clone().or_else(|| r.path.clone()),
+                    host: b.host.clone().or_else(|| r.host.clone()),
+                    ..b.clone()
+                })
+                .collect();
             let bindings: Vec<&RemoteBinding> = if r.bindings.is_empty() {
                 vec![&single]
             } else {
-                r.bindings.iter().collect()
+                inherited.iter().collect()
             };
             let mut parts = Vec::new();
             for b in bindings {
@@ -376,6 +391,7 @@ mod tests {
 AzureRelayConnectionString: "Endpoint=sb://127.0.0.1:9080/;SharedAccessKeyName=R;SharedAccessKey=k="
 KeepAliveInterval: 30
 LogLevel: INFO
+BindAddress: 127.0.0.5
 LocalForward:
   - RelayName: db
     Bindings:
@@ -412,6 +428,8 @@ RemoteForward:
                 no_auth: false
             }
         );
+        // The top-level BindAddress is -b (outbound source address), not a listen address.
+        assert_eq!(f.bind_address.as_deref(), Some("127.0.0.5"));
         assert_eq!(
             s[1],
             Spec::Local {
@@ -434,6 +452,49 @@ RemoteForward:
                 connection_string: None
             }
         );
+    }
+
+    #[test]
+    fn azbridge_http_forward_in_yaml_is_http_plus_a_binding() {
+        // The form azbridge's docs give for -H in a config file (its issue #83).
+        let y = r#"
+RemoteForward:
+  - RelayName: web
+    Http: true
+    Bindings:
+      - PortName: https
+        Host: localhost
+        HostPort: 8443
+  - RelayName: plain
+    Http: true
+    Host: intranet
+    Path: app
+    Bindings:
+      - PortName: http
+        HostPort: 8080
+"#;
+        let f: BridgeFile = serde_yaml::from_str(y).unwrap();
+        assert_eq!(
+            f.specs().unwrap(),
+            vec![
+                Spec::Http {
+                    spec: "web:https/localhost:8443".into(),
+                    connection_string: None
+                },
+                Spec::Http {
+                    spec: "plain:http/intranet/app:8080".into(),
+                    connection_string: None
+                },
+            ]
+        );
+        // Http with a binding whose PortName is not http/https is refused, not made TCP.
+        let bad = y.replace("PortName: https", "PortName: sql");
+        let e = serde_yaml::from_str::<BridgeFile>(&bad)
+            .unwrap()
+            .specs()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("PortName must be http or https"), "{e}");
     }
 
     #[test]
