@@ -310,35 +310,17 @@ async fn on_hangup(relay: Arc<Relay>, file: Option<ConfigFile>) {
                 continue;
             }
         };
+        let (now, was) = (&cfg, &f.running);
+        let differs =
+            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
         let restart: Vec<&str> = [
-            (
-                "data_dir",
-                format!("{:?}", cfg.data_dir) != format!("{:?}", f.running.data_dir),
-            ),
-            (
-                "[listen]",
-                format!("{:?}", cfg.listen) != format!("{:?}", f.running.listen),
-            ),
-            (
-                "[tls]",
-                format!("{:?}", cfg.tls) != format!("{:?}", f.running.tls),
-            ),
-            (
-                "[gateway]",
-                format!("{:?}", cfg.gateway) != format!("{:?}", f.running.gateway),
-            ),
-            (
-                "[store]",
-                format!("{:?}", cfg.store) != format!("{:?}", f.running.store),
-            ),
-            (
-                "[wcf_relay]",
-                format!("{:?}", cfg.wcf_relay) != format!("{:?}", f.running.wcf_relay),
-            ),
-            (
-                "[limits]",
-                format!("{:?}", cfg.limits) != format!("{:?}", f.running.limits),
-            ),
+            ("data_dir", differs(&now.data_dir, &was.data_dir)),
+            ("[listen]", differs(&now.listen, &was.listen)),
+            ("[tls]", differs(&now.tls, &was.tls)),
+            ("[gateway]", differs(&now.gateway, &was.gateway)),
+            ("[store]", differs(&now.store, &was.store)),
+            ("[wcf_relay]", differs(&now.wcf_relay, &was.wcf_relay)),
+            ("[limits]", differs(&now.limits, &was.limits)),
         ]
         .into_iter()
         .filter_map(|(name, changed)| changed.then_some(name))
