@@ -178,11 +178,12 @@ export function startConfiguredRelay(dir, toml, ready) {
 
 // The `[[namespaces]]` block the WCF Relay tests share: namespace "contoso" answering to `host`,
 // 127.0.0.1 and localhost; the root rule with every right, `rules` as [name, rights] pairs with
-// the same key, and the hybrid connections named in `hcs`.
+// the same key (or [name, rights, key] triples with their own), and the hybrid connections
+// named in `hcs`.
 export function contosoNamespace({ host = 'contoso.relay.local', key, rules = [], hcs = [] }) {
-  const rule = (name, rights) => `  [[namespaces.rules]]\n  name = "${name}"\n  rights = [${rights.map((r) => `"${r}"`).join(', ')}]\n  primary_key = "${key}"\n`;
+  const rule = (name, rights, k = key) => `  [[namespaces.rules]]\n  name = "${name}"\n  rights = [${rights.map((r) => `"${r}"`).join(', ')}]\n  primary_key = "${k}"\n`;
   return `[[namespaces]]\nname = "contoso"\nhosts = ["${host}", "127.0.0.1", "localhost"]\n`
     + rule('RootManageSharedAccessKey', ['listen', 'send', 'manage'])
-    + rules.map(([n, r]) => rule(n, r)).join('')
+    + rules.map(([n, r, k]) => rule(n, r, k)).join('')
     + hcs.map((h) => `  [[namespaces.hybrid_connections]]\n  name = "${h}"\n`).join('');
 }

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { BIN, RawWs, sasToken } from './harness.mjs';
+import { startConfiguredRelay, contosoNamespace } from './gateways.mjs';
 
 const ROOTKEY = 'cm9vdC1rZXktZm9yLXRoZS1jb25maWctdGVzdC0wMDAwMA==';
 const SENDKEY = 'c2VuZGVyLWtleS1mb3ItdGhlLWNvbmZpZy10ZXN0LTAwMA==';
@@ -107,31 +108,13 @@ test('SIGHUP re-reads the file: kept entities keep their listeners, removed ones
   const d = fs.mkdtempSync(path.join(os.tmpdir(), 'hyrelay-hup-'));
   const cfg = path.join(d, 'relay.toml');
   const KEY2 = 'bmV3LXNlbmRlci1rZXktYWZ0ZXItc2lnaHVwLTAwMDAwMA==';
-  const file = ({ hcs, sendKey, port = 0 }) => `
-data_dir = "${d}/data"
-[listen]
-http = "127.0.0.1:${port}"
-[[namespaces]]
-name = "contoso"
-hosts = ["127.0.0.1"]
-  [[namespaces.rules]]
-  name = "RootManageSharedAccessKey"
-  rights = ["listen", "send", "manage"]
-  primary_key = "${ROOTKEY}"
-  [[namespaces.rules]]
-  name = "callers"
-  rights = ["send"]
-  primary_key = "${sendKey}"
-${hcs.map((h) => `  [[namespaces.hybrid_connections]]\n  name = "${h}"\n`).join('')}`;
-  fs.writeFileSync(cfg, file({ hcs: ['keep', 'drop'], sendKey: SENDKEY }));
-  const relay = spawn(BIN, ['relay', '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HYRELAY_LOG: 'info' } });
+  const file = ({ hcs, sendKey, port = 0 }) => `data_dir = "${d}/data"\n[listen]\nhttp = "127.0.0.1:${port}"\n`
+    + contosoNamespace({ key: ROOTKEY, rules: [['callers', ['send'], sendKey]], hcs });
+  const started = await startConfiguredRelay(d, file({ hcs: ['keep', 'drop'], sendKey: SENDKEY }), /hyrelay ready: (\S+)/);
+  const relay = started.child;
+  const a = started.match[1];
   let err = '';
   relay.stderr.on('data', (x) => { err += x; });
-  const a = await new Promise((resolve, reject) => {
-    let out = '';
-    relay.stdout.on('data', (x) => { out += x; const m = out.match(/hyrelay ready: (\S+)/); if (m) resolve(m[1]); });
-    relay.on('exit', (c) => reject(new Error(`relay exited ${c}: ${err}`)));
-  });
   const port = a.split(':').pop();
   const t = (hc, name, key) => ({ ServiceBusAuthorization: sasToken(`http://127.0.0.1/${hc}`, name, key) });
   const listen = (hc) => RawWs.connect(`ws://${a}/$hc/${hc}?sb-hc-action=listen`, t(hc, 'RootManageSharedAccessKey', ROOTKEY));
